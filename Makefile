@@ -1,0 +1,51 @@
+# The two commands of the course:
+#   make lab    set up .venv (if needed) and open JupyterLab on the lessons
+#   make test   set up .venv (if needed) and run every test
+# Everything else here is what those two need.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.pagedlab-installed
+EXTRAS   ?= dev,lab,model
+# A CPU machine gets torch's local CPU wheel from a constraints file; a machine with an
+# NVIDIA GPU keeps whatever torch it resolves (never pinned in the package metadata).
+HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
+JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: lab test install chromium gpu-check bench exercises clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(JUPYTER_ROOT) notebooks/
+
+# Debian's chromium for the browser test; skipped (the test then says how to enable it)
+# where there is no root or no apt.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium missing and no root/apt: the browser test will be skipped"; fi; }
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest
+
+# On a GPU machine with torch and Triton but no network.
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+exercises: $(STAMP)
+	$(BIN)/python -m pagedlab.course make-exercises
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,446 @@
+"""The block manager: the garage attendant who hands out KV-cache blocks.
+
+The KV cache is a pool of ``num_blocks`` fixed-size blocks of ``block_size`` token slots. A
+sequence's *block table* (its parking ticket) lists the physical block holding each of its
+logical blocks, so token position ``p`` lives in slot ``block_table[p // B] * B + p % B``.
+
+Blocks are reference counted: ``fork`` lets sequences share blocks, and appending to a shared,
+partly filled last block first copies it (copy-on-write). With prefix caching on, every full
+block is also indexed by a hash of its tokens chained to its parent's hash, so a new prompt
+that starts the same way reuses those blocks; a cached block nobody references stays in the
+pool, reusable, until it is evicted (least recently used first).
+
+Every public method either succeeds or raises leaving all counts, tables and caches as they
+were. See notebooks/01_parking_garage.ipynb, 02_pages_and_block_tables.ipynb, 04_sharing.ipynb.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from operator import index as _as_int
+from typing import Iterable
+
+from .errors import DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, UnknownSequence
+from .sequence import Sequence
+
+
+class AlreadyAllocated(PagedLabError, ValueError):
+    """The sequence (or its id) already holds blocks in this manager."""
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidConfig(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise InvalidConfig(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class _CpuPool:
+    """Reference-counted blocks in CPU memory, where swapped-out sequences wait."""
+
+    def __init__(self, num_blocks: int):
+        self.num_blocks = num_blocks
+        self.free = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
+        self.ref = [0] * num_blocks
+
+
+class BlockManager:
+    """Hands out KV-cache blocks to sequences; keeps block tables and reference counts.
+
+    ``num_blocks`` blocks of ``block_size`` token slots each. ``watermark`` is the fraction of
+    the pool that ``allocate`` keeps free so running sequences can still grow. ``num_cpu_blocks``
+    sizes the CPU pool for ``swap_out`` (default: as many as on the GPU).
+    See notebooks/01_parking_garage.ipynb.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int = 16, enable_prefix_caching: bool = False,
+                 watermark: float = 0.0, num_cpu_blocks: int | None = None):
+        _check_count("num_blocks", num_blocks, 1)
+        _check_count("block_size", block_size, 1)
+        if num_cpu_blocks is None:
+            num_cpu_blocks = num_blocks
+        _check_count("num_cpu_blocks", num_cpu_blocks, 0)
+        if isinstance(watermark, bool) or not isinstance(watermark, (int, float)) \
+                or not 0.0 <= watermark < 1.0:
+            raise InvalidConfig(f"watermark is a fraction of the pool in [0, 1), got {watermark!r}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = bool(enable_prefix_caching)
+        self.watermark = float(watermark)
+        self.watermark_blocks = int(watermark * num_blocks)
+        self._free = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
+        self._ref = [0] * num_blocks
+        self._live: dict[int, Sequence] = {}      # seq_id -> sequence holding GPU blocks
+        self._swapped: dict[int, Sequence] = {}   # seq_id -> sequence holding CPU blocks
+        self._freed: set[int] = set()             # ids freed and not allocated since
+        self._cpu = _CpuPool(num_cpu_blocks)
+        # Prefix cache: hash of a full block -> block id, the reverse, and the blocks that
+        # nobody references any more but that still hold reusable K/V (oldest first).
+        self._cached: dict[int, int] = {}
+        self._block_hash: dict[int, int] = {}
+        self._evictable: OrderedDict[int, None] = OrderedDict()
+        self._seq_hashes: dict[int, list[int]] = {}  # seq_id -> hashes of its full blocks
+        self.prefix_hit_tokens = 0     # prompt tokens found in the cache, over all allocations
+        self.prefix_query_tokens = 0   # prompt tokens looked up, over all allocations
+
+    # ------------------------------------------------------------------ figures
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks nobody references: never used, freed, or cached and evictable."""
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks with a reference count above zero."""
+        return self.num_blocks - self.num_free_blocks
+
+    @property
+    def usage(self) -> float:
+        """Fraction of the pool in use, in [0, 1]."""
+        return self.num_used_blocks / self.num_blocks
+
+    @property
+    def num_free_cpu_blocks(self) -> int:
+        return len(self._cpu.free)
+
+    @property
+    def free_block_ids(self) -> tuple[int, ...]:
+        """Blocks holding nothing (not counting cached ones)."""
+        return tuple(self._free)
+
+    @property
+    def cached_block_ids(self) -> tuple[int, ...]:
+        """Unreferenced blocks kept for the prefix cache, next to be evicted first."""
+        return tuple(self._evictable)
+
+    @property
+    def sequences(self) -> list[Sequence]:
+        """Sequences holding GPU blocks, in allocation order."""
+        return list(self._live.values())
+
+    def ref_count(self, block_id: int) -> int:
+        """How many live block tables hold this GPU block."""
+        if isinstance(block_id, bool) or not isinstance(block_id, int) \
+                or not 0 <= block_id < self.num_blocks:
+            raise InvalidConfig(f"block_id must be an int in [0, {self.num_blocks}), got {block_id!r}")
+        return self._ref[block_id]
+
+    def is_cached(self, block_id: int) -> bool:
+        """Whether the block is indexed by the prefix cache (full and hashed)."""
+        return block_id in self._block_hash
+
+    def blocks_needed(self, seq: Sequence) -> int:
+        """Blocks the sequence's tokens fill, ignoring any sharing or cache."""
+        return -(-len(seq.token_ids) // self.block_size)
+
+    def slot_mapping(self, seq: Sequence) -> list[int]:
+        """Physical slot of every token position: block_table[p // B] * B + p % B."""
+        self._require_live(seq, "slot_mapping")
+        size = self.block_size
+        slots = [slot for block in seq.block_table
+                 for slot in range(block * size, block * size + size)]
+        del slots[len(seq.token_ids):]
+        return slots
+
+    # ------------------------------------------------------------------ allocate
+    def _prefix_hits(self, seq: Sequence) -> tuple[list[int], list[int]]:
+        """Hashes of the prompt's full blocks, and the cached blocks matching its start."""
+        if not self.enable_prefix_caching:
+            return [], []
+        size, tokens = self.block_size, seq.token_ids
+        hashes, hits, parent = [], [], None
+        for start in range(0, len(tokens) - size + 1, size):
+            parent = hash((parent, tuple(tokens[start:start + size])))
+            hashes.append(parent)
+            if len(hits) == len(hashes) - 1 and parent in self._cached:
+                hits.append(self._cached[parent])
+        return hashes, hits
+
+    def _plan(self, seq: Sequence) -> tuple[list[int], list[int], int]:
+        """(hashes, hit blocks, blocks taken from the free count) for allocating seq."""
+        hashes, hits = self._prefix_hits(seq)
+        revived = sum(1 for block in hits if self._ref[block] == 0)  # leave the evictable set
+        return hashes, hits, self.blocks_needed(seq) - len(hits) + revived
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        """Whether allocate(seq) would succeed now, keeping the watermark free."""
+        if not seq.token_ids:
+            return False
+        _, _, taken = self._plan(seq)
+        return self.num_free_blocks - taken >= self.watermark_blocks
+
+    def allocate(self, seq: Sequence) -> int:
+        """Give a waiting sequence blocks for all its tokens, all or nothing.
+
+        Returns how many of its tokens were found in the prefix cache (0 with caching off);
+        a prompt that is entirely cached still recomputes its last token.
+        """
+        if seq.seq_id in self._live or seq.seq_id in self._swapped:
+            raise AlreadyAllocated(f"sequence {seq.seq_id} already holds blocks: free it first, "
+                                   "or give the new sequence another seq_id")
+        if seq.block_table:
+            raise AlreadyAllocated(f"sequence {seq.seq_id} already has a block table "
+                                   f"{seq.block_table}: it belongs to another manager")
+        if not seq.token_ids:
+            raise InvalidConfig(f"sequence {seq.seq_id} has no tokens: a prompt needs at least one")
+        need = self.blocks_needed(seq)
+        if need > self.num_blocks - self.watermark_blocks:
+            raise OutOfBlocks(
+                f"sequence {seq.seq_id} needs {need} blocks ({len(seq.token_ids)} tokens, "
+                f"block_size={self.block_size}) but the pool can never give more than "
+                f"{self.num_blocks - self.watermark_blocks} ({self.num_blocks} total, watermark "
+                f"{self.watermark_blocks}): use more or bigger blocks, or a shorter prompt")
+        hashes, hits, taken = self._plan(seq)
+        if self.num_free_blocks - taken < self.watermark_blocks:
+            raise OutOfBlocks(
+                f"sequence {seq.seq_id} needs {taken} free blocks, {self.num_free_blocks} free "
+                f"(block_size={self.block_size}, {self.num_blocks} total, watermark "
+                f"{self.watermark_blocks}): free a sequence or wait")
+        # Nothing can fail from here on.
+        for block in hits:  # claim hits first so making room below cannot evict them
+            if self._ref[block] == 0:
+                del self._evictable[block]
+            self._ref[block] += 1
+        table = hits + [self._take_block() for _ in range(need - len(hits))]
+        for position, block in enumerate(table[len(hits):len(hashes)], start=len(hits)):
+            self._register(block, hashes[position])
+        seq.block_table = table
+        self._live[seq.seq_id] = seq
+        self._freed.discard(seq.seq_id)
+        if self.enable_prefix_caching:
+            self._seq_hashes[seq.seq_id] = hashes
+        cached = min(len(hits) * self.block_size, len(seq.token_ids) - 1)
+        seq.num_cached_tokens = cached
+        self.prefix_hit_tokens += cached
+        self.prefix_query_tokens += len(seq.token_ids)
+        return cached
+
+    def _take_block(self) -> int:
+        """A block with no reference: a never-used one first, else evict the LRU cached one."""
+        if self._free:
+            block = self._free.pop()
+        else:
+            block, _ = self._evictable.popitem(last=False)
+            del self._cached[self._block_hash.pop(block)]
+        self._ref[block] = 1
+        return block
+
+    def _register(self, block: int, block_hash: int) -> None:
+        """Index a full block in the prefix cache (the first block with this content wins)."""
+        if block_hash not in self._cached:
+            self._cached[block_hash] = block
+            self._block_hash[block] = block_hash
+
+    # ------------------------------------------------------------------ grow
+    def can_append(self, seq: Sequence) -> bool:
+        """Whether append_token(seq, ...) can succeed now (it may need one free block)."""
+        self._require_live(seq, "can_append")
+        n = len(seq.token_ids)
+        needs_block = n % self.block_size == 0 or self._ref[seq.block_table[-1]] > 1
+        return not needs_block or self.num_free_blocks > 0
+
+    def append_token(self, seq: Sequence, token_id: int) -> tuple[int, int] | None:
+        """Append one token; take a new block only when the last one is full.
+
+        If the last block is partly filled and shared, it is copied first (copy-on-write) and
+        the ``(src, dst)`` block copy the KV cache must perform is returned; otherwise None.
+        """
+        if self._live.get(seq.seq_id) is not seq:
+            self._require_live(seq, "append_token")
+        if type(token_id) is not int:
+            token_id = self._as_token(token_id)
+        tokens, table = seq.token_ids, seq.block_table
+        filled = len(tokens) % self.block_size
+        if filled and self._ref[table[-1]] == 1:  # hot path: room in our own last block
+            tokens.append(token_id)
+            if filled + 1 == self.block_size and self.enable_prefix_caching:
+                self._on_block_full(seq)
+            return None
+        if self.num_free_blocks == 0:
+            raise OutOfBlocks(f"sequence {seq.seq_id} needs 1 more block, 0 free "
+                              f"(block_size={self.block_size}, {self.num_blocks} total): "
+                              "preempt or free a sequence first")
+        copy = None
+        if filled:  # the partly filled last block is shared: copy it before writing
+            src = table[-1]
+            self._ref[src] -= 1  # still >= 1: someone else holds it
+            table[-1] = dst = self._take_block()
+            copy = (src, dst)
+        else:
+            table.append(self._take_block())
+        tokens.append(token_id)
+        if self.block_size == 1 and self.enable_prefix_caching:
+            self._on_block_full(seq)
+        return copy
+
+    def _as_token(self, token_id) -> int:
+        try:
+            return _as_int(token_id)
+        except TypeError:
+            raise TypeError(f"token_id must be an int, got {token_id!r}") from None
+
+    def _on_block_full(self, seq: Sequence) -> None:
+        hashes = self._seq_hashes[seq.seq_id]
+        start = len(hashes) * self.block_size
+        block_hash = hash((hashes[-1] if hashes else None,
+                           tuple(seq.token_ids[start:start + self.block_size])))
+        hashes.append(block_hash)
+        self._register(seq.block_table[len(hashes) - 1], block_hash)
+
+    # ------------------------------------------------------------------ share
+    def fork(self, parent: Sequence, child_id: int) -> Sequence:
+        """A new sequence that shares every block of ``parent`` (ref counts + 1).
+
+        See notebooks/04_sharing.ipynb.
+        """
+        self._require_live(parent, "fork")
+        if child_id in self._live or child_id in self._swapped:
+            raise AlreadyAllocated(f"seq_id {child_id} is already in use: fork to a fresh id")
+        child = Sequence(child_id, parent.token_ids, arrival=parent.arrival)
+        child.prompt_len = parent.prompt_len
+        child.status = parent.status
+        child.num_cached_tokens = parent.num_cached_tokens
+        child.block_table = list(parent.block_table)
+        for block in child.block_table:
+            self._ref[block] += 1
+        self._live[child_id] = child
+        self._freed.discard(child_id)
+        if self.enable_prefix_caching:
+            self._seq_hashes[child_id] = list(self._seq_hashes[parent.seq_id])
+        return child
+
+    # ------------------------------------------------------------------ release
+    def free(self, seq: Sequence) -> None:
+        """Release a sequence's blocks: ref counts - 1; a block nobody holds becomes free.
+
+        A cached block goes to the evictable end of the prefix cache instead; the sequence's
+        last blocks are queued first, so they are evicted before its shared prefix.
+        """
+        if self._swapped.get(seq.seq_id) is seq:
+            del self._swapped[seq.seq_id]
+            for block in seq.block_table:
+                self._cpu.ref[block] -= 1
+                if self._cpu.ref[block] == 0:
+                    self._cpu.free.append(block)
+        else:
+            self._require_live(seq, "free")
+            del self._live[seq.seq_id]
+            self._release(seq.block_table)
+        self._seq_hashes.pop(seq.seq_id, None)
+        seq.block_table = []
+        self._freed.add(seq.seq_id)
+
+    def _release(self, table: list[int]) -> None:
+        for block in reversed(table):
+            self._ref[block] -= 1
+            if self._ref[block] == 0:
+                if block in self._block_hash:
+                    self._evictable[block] = None
+                else:
+                    self._free.append(block)
+
+    # ------------------------------------------------------------------ swap
+    @staticmethod
+    def _group(seqs: Sequence | Iterable[Sequence]) -> list[Sequence]:
+        return [seqs] if isinstance(seqs, Sequence) else list(seqs)
+
+    def _distinct_blocks(self, group: list[Sequence]) -> list[int]:
+        return list(dict.fromkeys(block for seq in group for block in seq.block_table))
+
+    def can_swap_out(self, seqs: Sequence | Iterable[Sequence]) -> bool:
+        """Whether the CPU pool has room for these sequences' blocks."""
+        group = self._group(seqs)
+        return len(self._distinct_blocks(group)) <= len(self._cpu.free)
+
+    def swap_out(self, seqs: Sequence | Iterable[Sequence]) -> list[tuple[int, int]]:
+        """Move sequences' blocks to the CPU pool; returns the (gpu, cpu) copies to perform.
+
+        Pass a whole group (e.g. the samples of one request) to swap blocks they share once.
+        The block tables then name CPU blocks until swap_in. See notebooks/05_scheduling.ipynb.
+        """
+        group = self._group(seqs)
+        for seq in group:
+            self._require_live(seq, "swap_out")
+        if len({seq.seq_id for seq in group}) != len(group):
+            raise InvalidConfig("swap_out got the same sequence twice")
+        gpu_blocks = self._distinct_blocks(group)
+        if len(gpu_blocks) > len(self._cpu.free):
+            raise OutOfBlocks(f"swapping out needs {len(gpu_blocks)} CPU blocks, "
+                              f"{len(self._cpu.free)} free: raise num_cpu_blocks or preempt "
+                              "by recompute")
+        mapping = {gpu: self._cpu.free.pop() for gpu in gpu_blocks}
+        for seq in group:
+            del self._live[seq.seq_id]
+            self._release(seq.block_table)
+            seq.block_table = [mapping[gpu] for gpu in seq.block_table]
+            for cpu in seq.block_table:
+                self._cpu.ref[cpu] += 1
+            self._swapped[seq.seq_id] = seq
+        return list(mapping.items())
+
+    def can_swap_in(self, seqs: Sequence | Iterable[Sequence]) -> bool:
+        """Whether the GPU pool has room (above the watermark) for these swapped sequences."""
+        group = self._group(seqs)
+        need = len(self._distinct_blocks(group))
+        return self.num_free_blocks - need >= self.watermark_blocks
+
+    def swap_in(self, seqs: Sequence | Iterable[Sequence]) -> list[tuple[int, int]]:
+        """Bring swapped sequences back to GPU blocks; returns the (cpu, gpu) copies to perform."""
+        group = self._group(seqs)
+        for seq in group:
+            if self._swapped.get(seq.seq_id) is not seq:
+                self._require_live(seq, "swap_in")  # raises for unknown / freed ones
+                raise InvalidConfig(f"sequence {seq.seq_id} is not swapped out: nothing to swap in")
+        if len({seq.seq_id for seq in group}) != len(group):
+            raise InvalidConfig("swap_in got the same sequence twice")
+        cpu_blocks = self._distinct_blocks(group)
+        if len(cpu_blocks) > self.num_free_blocks:
+            raise OutOfBlocks(f"swapping in needs {len(cpu_blocks)} blocks, "
+                              f"{self.num_free_blocks} free: free or preempt a sequence first")
+        mapping = {}
+        for cpu in cpu_blocks:
+            mapping[cpu] = gpu = self._take_block()
+            self._ref[gpu] = 0  # counted per table below
+        for seq in group:
+            del self._swapped[seq.seq_id]
+            for cpu in seq.block_table:
+                self._cpu.ref[cpu] -= 1
+                if self._cpu.ref[cpu] == 0:
+                    self._cpu.free.append(cpu)
+            seq.block_table = [mapping[cpu] for cpu in seq.block_table]
+            for gpu in seq.block_table:
+                self._ref[gpu] += 1
+            self._live[seq.seq_id] = seq
+            if self.enable_prefix_caching:  # copies are not in the cache: rebuild the chain
+                self._seq_hashes[seq.seq_id] = self._chain(seq)
+        return list(mapping.items())
+
+    def _chain(self, seq: Sequence) -> list[int]:
+        hashes, parent, size = [], None, self.block_size
+        for start in range(0, len(seq.token_ids) - size + 1, size):
+            parent = hash((parent, tuple(seq.token_ids[start:start + size])))
+            hashes.append(parent)
+        return hashes
+
+    def is_swapped(self, seq: Sequence) -> bool:
+        return self._swapped.get(seq.seq_id) is seq
+
+    # ------------------------------------------------------------------ errors
+    def _require_live(self, seq: Sequence, action: str) -> None:
+        if not isinstance(seq, Sequence):
+            raise TypeError(f"{action} expects a pagedlab.Sequence, got {type(seq).__name__}")
+        if self._live.get(seq.seq_id) is seq:
+            return
+        if self._swapped.get(seq.seq_id) is seq:
+            raise PagedLabError(f"sequence {seq.seq_id} is swapped out: swap_in it before {action}")
+        if seq.seq_id in self._freed and action == "free":
+            raise DoubleFree(f"sequence {seq.seq_id} was already freed: free each sequence once")
+        if seq.seq_id in self._freed:
+            raise UnknownSequence(f"sequence {seq.seq_id} was freed: allocate it again before {action}")
+        raise UnknownSequence(f"sequence {seq.seq_id} is not allocated in this manager: "
+                              f"call allocate(seq) before {action}")
+
+    def __repr__(self) -> str:
+        return (f"BlockManager(num_blocks={self.num_blocks}, block_size={self.block_size}, "
+                f"free={self.num_free_blocks}, used={self.num_used_blocks}, "
+                f"sequences={len(self._live)}, swapped={len(self._swapped)})")

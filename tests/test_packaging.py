@@ -1,0 +1,75 @@
+"""The repository keeps its promises: layout, metadata, and the conda env matching pip's."""
+import re
+import subprocess
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _split(requirement: str) -> tuple[str, str]:
+    """'triton>=3.0,<4; sys_platform == "linux"' -> ('triton', '>=3.0,<4')."""
+    requirement = requirement.split(";")[0].split("#")[0].strip()
+    name, spec = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", requirement).groups()
+    return name.lower(), spec.replace(" ", "")
+
+
+def test_repository_has_the_promised_top_level():
+    for name in ["pagedlab", "kernels", "notebooks", "exercises", "solutions", "tests",
+                 "benchmarks", "environment.yml", "pyproject.toml", "Makefile", "README.md",
+                 ".ci/run"]:
+        assert (ROOT / name).exists(), f"{name} is missing"
+
+
+def test_environment_yml_installs_the_same_packages_as_pyproject():
+    project = _pyproject()["project"]
+    wanted = dict(_split(r) for r in project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted.update(_split(r) for r in extra)
+    conda = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
+        match = re.match(r"\s*-\s+([A-Za-z][^\s#]*)", line)
+        if match and not line.strip().startswith("- pip:") and match.group(1) not in ("pip",):
+            name, spec = _split(match.group(1))
+            if name != "python":
+                conda[CONDA_NAMES.get(name, name)] = spec
+    assert conda == wanted
+
+
+def test_python_versions_agree():
+    assert _pyproject()["project"]["requires-python"] == ">=3.10,<3.14"
+    assert "python>=3.10,<3.14" in (ROOT / "environment.yml").read_text()
+
+
+def test_torch_is_never_pinned_in_the_package_metadata():
+    for requirement in _pyproject()["project"]["dependencies"]:
+        if requirement.startswith("torch"):
+            assert "==" not in requirement
+    assert "torch==" in (ROOT / "constraints" / "cpu.txt").read_text()
+
+
+def test_kernels_folder_is_installed_as_pagedlab_kernels():
+    import pagedlab.kernels
+    assert Path(pagedlab.kernels.__file__).resolve().parent == ROOT / "kernels"
+
+
+def test_ci_calls_make_test_and_readme_shows_both_commands():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme
+
+
+def test_python_dash_m_pagedlab_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "pagedlab", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "garage" in out.stdout and "doctor" in out.stdout

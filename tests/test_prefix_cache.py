@@ -1,0 +1,139 @@
+"""Prefix caching: full blocks indexed by a hash chain, reused, evicted LRU first."""
+import pytest
+
+import pagedlab as pl
+from test_blocks import snapshot, assert_unchanged
+
+
+def cached_manager(num_blocks=16, block_size=4):
+    return pl.BlockManager(num_blocks, block_size, enable_prefix_caching=True)
+
+
+def test_prefix_caching_is_off_by_default():
+    bm = pl.BlockManager(8, 4)
+    a, b = pl.Sequence(1, list(range(8))), pl.Sequence(2, list(range(8)))
+    bm.allocate(a)
+    assert bm.allocate(b) == 0
+    assert not set(a.block_table) & set(b.block_table)
+
+
+def test_common_prefix_shares_exactly_the_full_common_blocks():
+    bm = cached_manager()
+    a = pl.Sequence(1, list(range(10)))              # blocks [0-3] [4-7] [8 9]
+    b = pl.Sequence(2, list(range(9)) + [77, 78])    # same first 9 tokens, then differs
+    bm.allocate(a)
+    assert bm.allocate(b) == 8
+    assert b.block_table[:2] == a.block_table[:2]
+    assert b.block_table[2] != a.block_table[2]      # partial common block is never shared
+    assert [bm.ref_count(x) for x in a.block_table] == [2, 2, 1]
+
+
+def test_a_partial_block_is_never_shared():
+    bm = cached_manager()
+    a = pl.Sequence(1, [1, 2, 3])
+    bm.allocate(a)
+    b = pl.Sequence(2, [1, 2, 3])
+    assert bm.allocate(b) == 0
+    assert a.block_table != b.block_table
+
+
+def test_same_block_after_a_different_prefix_is_not_a_hit():
+    bm = cached_manager()
+    bm.allocate(pl.Sequence(1, [1, 2, 3, 4, 5, 6, 7, 8]))
+    b = pl.Sequence(2, [9, 9, 9, 9, 5, 6, 7, 8])  # second block equal, parent differs
+    assert bm.allocate(b) == 0
+
+
+def test_a_fully_cached_prompt_still_recomputes_its_last_token():
+    bm = cached_manager()
+    prompt = list(range(8))
+    a = pl.Sequence(1, prompt)
+    bm.allocate(a)
+    b = pl.Sequence(2, prompt)
+    assert bm.allocate(b) == len(prompt) - 1
+    assert b.num_cached_tokens == 7
+
+
+def test_freed_cached_blocks_stay_reusable_and_count_as_free():
+    bm = cached_manager(num_blocks=4)
+    a = pl.Sequence(1, list(range(8)))
+    bm.allocate(a)
+    first = list(a.block_table)
+    bm.free(a)
+    assert bm.num_free_blocks == 4 and bm.num_used_blocks == 0
+    assert set(bm.cached_block_ids) == set(first)
+    b = pl.Sequence(2, list(range(8)) + [100])
+    assert bm.allocate(b) == 8
+    assert b.block_table[:2] == first
+
+
+def test_blocks_that_fill_up_during_decoding_become_cached():
+    bm = cached_manager()
+    a = pl.Sequence(1, [1, 2, 3])
+    bm.allocate(a)
+    bm.append_token(a, 4)        # block now full -> cached
+    bm.append_token(a, 5)
+    b = pl.Sequence(2, [1, 2, 3, 4, 6])
+    assert bm.allocate(b) == 4
+    assert b.block_table[0] == a.block_table[0]
+
+
+def test_eviction_order_is_least_recently_freed_first():
+    bm = cached_manager(num_blocks=4, block_size=2)
+    seqs = [pl.Sequence(i, [10 * i, 10 * i + 1]) for i in range(1, 4)]
+    for s in seqs:
+        bm.allocate(s)
+    blocks = [s.block_table[0] for s in seqs]
+    for s in seqs:  # freed in order 1, 2, 3
+        bm.free(s)
+    assert bm.cached_block_ids == tuple(blocks)
+    # One never-used block and three cached ones: a 2-block request evicts exactly seq 1's.
+    bm.allocate(pl.Sequence(9, [0, 0, 0, 0]))
+    assert bm.cached_block_ids == tuple(blocks[1:])
+    assert bm.allocate(pl.Sequence(11, [20, 21, 5])) == 2   # seq 2's survived
+
+
+def test_reusing_a_cached_block_makes_it_most_recently_used():
+    bm = cached_manager(num_blocks=3, block_size=2)
+    a, b = pl.Sequence(1, [1, 2]), pl.Sequence(2, [3, 4])
+    bm.allocate(a)
+    bm.allocate(b)
+    block_a, block_b = a.block_table[0], b.block_table[0]
+    bm.free(a)
+    bm.free(b)
+    assert bm.cached_block_ids == (block_a, block_b)
+    again = pl.Sequence(3, [1, 2, 0])  # hits a's block
+    assert bm.allocate(again) == 2
+    bm.free(again)
+    assert bm.cached_block_ids[0] == block_b   # b's block is now the oldest
+    assert bm.cached_block_ids.index(block_a) > 0
+
+
+def test_a_failed_allocation_leaves_ref_counts_and_cache_untouched():
+    bm = cached_manager(num_blocks=3, block_size=2)
+    a = pl.Sequence(1, [1, 2, 3, 4])
+    bm.allocate(a)
+    bm.free(a)
+    bm.allocate(pl.Sequence(2, [5]))
+    big = pl.Sequence(3, [1, 2, 3, 4, 5, 6, 7])  # hits 2 cached blocks but needs 2 more
+    before = snapshot(bm, big)
+    with pytest.raises(pl.OutOfBlocks):
+        bm.allocate(big)
+    assert_unchanged(bm, before, big)
+
+
+def test_can_allocate_counts_cache_hits_as_not_needing_new_blocks():
+    bm = cached_manager(num_blocks=3, block_size=2)
+    a = pl.Sequence(1, [1, 2, 3, 4])
+    bm.allocate(a)
+    b = pl.Sequence(2, [1, 2, 3, 4, 5])  # shares 2 live blocks, needs 1 new
+    assert bm.can_allocate(b)
+    bm.allocate(b)
+    assert bm.num_free_blocks == 0
+
+
+def test_hit_rate_counters_add_up_over_allocations():
+    bm = cached_manager()
+    bm.allocate(pl.Sequence(1, list(range(8))))
+    bm.allocate(pl.Sequence(2, list(range(8)) + [1, 2]))
+    assert bm.prefix_query_tokens == 18 and bm.prefix_hit_tokens == 8

@@ -269,8 +269,8 @@ class BlockManager:
         else:
             table.append(self._take_block())
         tokens.append(token_id)
-        if self.block_size == 1 and self.enable_prefix_caching:
-            self._on_block_full(seq)
+        if self.enable_prefix_caching and len(tokens) % self.block_size == 0:
+            self._on_block_full(seq)  # a copied block (or a 1-slot one) just filled up
         return copy
 
     def _as_token(self, token_id) -> int:

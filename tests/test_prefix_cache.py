@@ -137,3 +137,14 @@ def test_hit_rate_counters_add_up_over_allocations():
     bm.allocate(pl.Sequence(1, list(range(8))))
     bm.allocate(pl.Sequence(2, list(range(8)) + [1, 2]))
     assert bm.prefix_query_tokens == 18 and bm.prefix_hit_tokens == 8
+
+
+def test_a_block_filled_right_after_copy_on_write_becomes_cached():
+    bm = cached_manager()
+    parent = pl.Sequence(1, [1, 2, 3])
+    bm.allocate(parent)
+    child = bm.fork(parent, 2)
+    assert bm.append_token(child, 4) is not None   # copy-on-write fills the copy
+    probe = pl.Sequence(3, [1, 2, 3, 4, 5])
+    assert bm.allocate(probe) == 4
+    assert probe.block_table[0] == child.block_table[0]

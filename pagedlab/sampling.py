@@ -1,0 +1,76 @@
+"""Choosing the next token from logits: greedy, temperature and top-k, reproducible by seed.
+
+Shared by the naive generator (:func:`pagedlab.naive_generate`) and the serving engine
+(:class:`pagedlab.LLMEngine`), so both turn the same logits into the same tokens.
+See notebooks/08_serving_a_model.ipynb.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InvalidConfig
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request is decoded. ``temperature == 0`` is greedy (argmax, no randomness)."""
+
+    max_new_tokens: int = 16
+    temperature: float = 0.0
+    top_k: int | None = None
+    seed: int | None = None
+    n: int = 1  # parallel samples of the same prompt (they share its blocks)
+
+    def __post_init__(self):
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise InvalidConfig(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise InvalidConfig(f"temperature must be a finite number >= 0 (0 means greedy), "
+                                f"got {self.temperature!r}")
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
+            raise InvalidConfig(f"top_k must be None (no limit) or an int >= 1, got {self.top_k!r}")
+        if self.seed is not None and not is_int(self.seed):
+            raise InvalidConfig(f"seed must be None or an int, got {self.seed!r}")
+        if not is_int(self.n) or self.n < 1:
+            raise InvalidConfig(f"n (samples per prompt) must be an int >= 1, got {self.n!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def make_generator(seed: int | None, sample_index: int = 0) -> torch.Generator:
+    """A CPU random generator for one sample: seeded (seed, sample_index), or fresh from torch's."""
+    generator = torch.Generator()
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())  # follows torch.manual_seed
+    generator.manual_seed(seed * 1_000_003 + sample_index)
+    return generator
+
+
+def sample(logits: torch.Tensor, params: SamplingParams,
+           generator: torch.Generator | None = None) -> int:
+    """One token id from one row of logits (vocab_size,) under ``params``."""
+    if params.greedy:
+        return int(logits.argmax())
+    logits = logits.float().cpu() / params.temperature  # (vocab_size,) sample on the CPU: same
+    if params.top_k is not None and params.top_k < logits.numel():  # numbers on every device
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))  # (vocab_size,)
+    probs = torch.softmax(logits, dim=-1)  # (vocab_size,)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
+                 generators: list[torch.Generator | None]) -> list[int]:
+    """One token per row of logits (num_seqs, vocab_size); greedy rows take one batched argmax."""
+    greedy = logits.argmax(dim=-1).tolist()  # (num_seqs,)
+    return [greedy[row] if p.greedy else sample(logits[row], p, g)
+            for row, (p, g) in enumerate(zip(params, generators))]

@@ -1,0 +1,151 @@
+"""pagedlab.GPT is GPT-2: same logits and same greedy tokens as Hugging Face on the same weights."""
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import pagedlab as pl  # noqa: E402
+from pagedlab.model import PagedBatch  # noqa: E402
+
+VOCAB = 512
+
+
+def tiny_hf_model(seed: int = 0, **overrides):
+    """A randomly initialised 2-layer GPT-2; a wide init keeps greedy choices far from ties."""
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=VOCAB, n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                    initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=0)
+    settings.update(overrides)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**settings)).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return tiny_hf_model()
+
+
+@pytest.fixture(scope="module")
+def model(hf_model):
+    return pl.GPT.from_hf(hf_model)
+
+
+def prompts_of(lengths, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+
+
+def hf_greedy(hf_model, prompt, max_new_tokens):
+    ids = torch.tensor([prompt])
+    out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                            max_new_tokens=max_new_tokens, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def test_config_maps_from_hf(model):
+    assert model.config == pl.GPTConfig(vocab_size=VOCAB, n_positions=128, n_embd=64, n_layer=2,
+                                        n_head=4)
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied embeddings
+
+
+def test_logits_equal_hugging_face(hf_model, model):
+    idx = torch.randint(0, VOCAB, (3, 40))
+    with torch.no_grad():
+        expected = hf_model(idx).logits  # (3, 40, vocab)
+        got = model(idx)  # (3, 40, vocab)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_exact_gelu_variant_also_matches():
+    hf_model = tiny_hf_model(seed=3, activation_function="gelu")
+    model = pl.GPT.from_hf(hf_model)
+    idx = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), hf_model(idx).logits, rtol=1e-5, atol=1e-4)
+
+
+def test_naive_generate_equals_hf_generate(hf_model, model):
+    prompts = prompts_of([1, 3, 8, 21])
+    expected = [hf_greedy(hf_model, prompt, 6) for prompt in prompts]
+    assert pl.naive_generate(model, prompts, max_new_tokens=6) == expected
+
+
+def test_naive_generate_sampling_is_reproducible(model):
+    prompts = prompts_of([4, 7])
+    first = pl.naive_generate(model, prompts, max_new_tokens=8, temperature=1.0, seed=7)
+    again = pl.naive_generate(model, prompts, max_new_tokens=8, temperature=1.0, seed=7)
+    other = pl.naive_generate(model, prompts, max_new_tokens=8, temperature=1.0, seed=8)
+    assert first == again
+    assert first != other
+
+
+def test_top_k_one_is_greedy(model):
+    prompts = prompts_of([5])
+    assert pl.naive_generate(model, prompts, 5, temperature=0.7, top_k=1, seed=0) == \
+        pl.naive_generate(model, prompts, 5)
+
+
+def test_from_pretrained_reads_a_local_folder(hf_model, model, tmp_path):
+    hf_model.save_pretrained(tmp_path)
+    loaded = pl.GPT.from_pretrained(str(tmp_path))
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([[]], "empty"),
+    ([[1, 2, VOCAB]], "outside"),
+    ([list(range(120))], "positions"),
+    (["hello"], "token ids"),
+])
+def test_bad_prompts_raise_clear_errors(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        pl.naive_generate(model, bad, max_new_tokens=10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(temperature=-1.0),
+                                    dict(temperature=float("nan")), dict(top_k=0)])
+def test_bad_sampling_settings_raise(model, kwargs):
+    kwargs = {"max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError):
+        pl.naive_generate(model, [[1, 2]], **kwargs)
+
+
+def test_paged_forward_equals_contiguous(model):
+    """Two prompts prefilled into scattered blocks, then one decode step, match model(idx)."""
+    cache = pl.KVCache(num_blocks=8, block_size=4, num_kv_heads=4, head_dim=16, num_layers=2,
+                       dtype=torch.float32, device="cpu")
+    prompts = prompts_of([6, 3])
+    tables = [[5, 2], [7, -1]]  # block ids chosen out of order on purpose
+    slots = [tables[s][p // 4] * 4 + p % 4 for s, prompt in enumerate(prompts)
+             for p in range(len(prompt))]
+    batch = PagedBatch(
+        input_ids=torch.tensor(prompts[0] + prompts[1]), positions=torch.tensor([*range(6), *range(3)]),
+        slot_mapping=torch.tensor(slots), block_tables=torch.tensor(tables, dtype=torch.int32),
+        context_lens=torch.tensor([6, 3], dtype=torch.int32), query_lens=[6, 3], backend="torch")
+    with torch.no_grad():
+        logits = model.forward_paged(batch, cache)  # (2, vocab)
+        for row, prompt in enumerate(prompts):
+            torch.testing.assert_close(logits[row], model(torch.tensor([prompt]))[0, -1])
+        decode = PagedBatch(
+            input_ids=torch.tensor([11, 12]), positions=torch.tensor([6, 3]),
+            slot_mapping=torch.tensor([2 * 4 + 2, 7 * 4 + 3]),  # position 6 -> block 2, row 2
+            block_tables=torch.tensor(tables, dtype=torch.int32),
+            context_lens=torch.tensor([7, 4], dtype=torch.int32), query_lens=[1, 1], backend="torch")
+        logits = model.forward_paged(decode, cache)
+        torch.testing.assert_close(logits[0], model(torch.tensor([prompts[0] + [11]]))[0, -1])
+        torch.testing.assert_close(logits[1], model(torch.tensor([prompts[1] + [12]]))[0, -1])
+
+
+def test_import_pagedlab_stays_light():
+    code = "import sys, pagedlab; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_from_pretrained_without_transformers_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(ImportError, match=r"pagedlab\[model\]"):
+        pl.GPT.from_pretrained("gpt2")

@@ -1,0 +1,164 @@
+"""Where the Triton kernels run: compiled on a CUDA GPU, in the Triton interpreter, or not at all.
+
+Triton reads ``TRITON_INTERPRET`` when ``@triton.jit`` decorates a kernel, so the choice must be
+made *before* a kernel module is imported. Importing this module makes it: with no CUDA GPU it
+sets ``TRITON_INTERPRET=1`` and the same kernels then run on the CPU, slowly but exactly. Every
+kernel file imports this module first, so any way of reaching a kernel is safe.
+
+See notebooks/00_start_here.ipynb (the doctor table) and notebooks/07_triton_kernel.ipynb.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import types
+import warnings
+
+BACKENDS = ("triton", "torch")  # what `backend=` accepts; None means "choose for me"
+
+_status: dict | None = None
+_kernels: types.SimpleNamespace | None = None
+_warned: set[str] = set()
+
+
+def _cuda_device() -> tuple[str, tuple[int, int]] | None:
+    """(name, compute capability) of the current CUDA GPU, or None without one."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()
+    return torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index)
+
+
+def _decide() -> dict:
+    """Look at the machine once and set TRITON_INTERPRET to match."""
+    if importlib.util.find_spec("triton") is None:
+        return {"available": False, "mode": "missing", "version": None,
+                "reason": "Triton is not installed (it ships for Linux only), so pagedlab uses "
+                          "the torch reference for attention."}
+    version = importlib.metadata.version("triton")
+    gpu = _cuda_device()
+    if gpu is None:
+        os.environ["TRITON_INTERPRET"] = "1"
+        _reinterpret_triton_library()
+        return {"available": True, "mode": "interpreter", "version": version,
+                "reason": "No CUDA GPU found, so the Triton kernels run in the Triton interpreter "
+                          "on the CPU (exact but slow: keep shapes small)."}
+    name, (major, minor) = gpu
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return {"available": True, "mode": "interpreter", "version": version,
+                "reason": f"TRITON_INTERPRET=1 is set, so the Triton kernels run in the "
+                          f"interpreter even though {name} (sm_{major}{minor}) is present."}
+    caveat = ("" if major >= 8 else
+              f"; Triton support for sm_{major}{minor} is best effort, so a kernel that fails "
+              f"falls back to the torch reference with a warning")
+    return {"available": True, "mode": "compiled", "version": version,
+            "reason": f"The Triton kernels are compiled for {name} (sm_{major}{minor}){caveat}."}
+
+
+def _reinterpret_triton_library() -> None:
+    """Make the interpreter work even if ``import triton`` ran before TRITON_INTERPRET was set.
+
+    Triton's own helpers (``tl.sum``, ``tl.zeros``, ...) are ``@triton.jit`` functions decorated
+    when Triton is imported; imported in compiled mode they refuse to run in the interpreter.
+    Rewrap each one as the interpreter would have. Nothing happens if Triton is not imported yet.
+    """
+    if "triton.language" not in sys.modules:
+        return
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+        import triton.language as tl
+    except ImportError:  # another Triton layout: leave it alone
+        return
+    rewrapped: dict[int, object] = {}
+    owners = [module for name, module in list(sys.modules.items())
+              if module is not None and name.startswith("triton.language")] + [tl.core.tensor]
+    for owner in owners:
+        for name, value in list(vars(owner).items()):
+            if isinstance(value, JITFunction):
+                if id(value) not in rewrapped:
+                    rewrapped[id(value)] = InterpretedFunction(value.fn)
+                setattr(owner, name, rewrapped[id(value)])
+
+
+def triton_status() -> dict:
+    """How Triton runs here: ``available``, ``mode`` ("compiled" | "interpreter" | "missing"),
+    ``version`` (str or None) and ``reason`` (one sentence for a human). Decided once per process.
+
+    See notebooks/00_start_here.ipynb.
+    """
+    global _status
+    if _status is None:
+        _status = _decide()
+    return dict(_status)
+
+
+def load_kernels() -> types.SimpleNamespace:
+    """Import the kernel modules (after :func:`triton_status` has set the mode).
+
+    Returns a namespace with ``paged_attention`` and ``store_kv``; raises ``RuntimeError`` with
+    the reason when Triton is missing or fails to import.
+    """
+    global _kernels, _status
+    if _kernels is None:
+        status = triton_status()
+        if not status["available"]:
+            raise RuntimeError(status["reason"])
+        try:
+            _kernels = types.SimpleNamespace(
+                paged_attention=importlib.import_module("pagedlab.kernels.paged_attention"),
+                store_kv=importlib.import_module("pagedlab.kernels.store_kv"),
+            )
+        except ImportError as error:  # e.g. a Triton wheel that does not match this machine
+            _status = {"available": False, "mode": "missing", "version": status["version"],
+                       "reason": f"Triton is installed but failed to import ({error}), so "
+                                 f"pagedlab uses the torch reference for attention."}
+            raise RuntimeError(_status["reason"]) from error
+    return _kernels
+
+
+def warn_once(key: str, message: str) -> None:
+    """Warn about a fallback the first time it happens in this process, then stay quiet."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def choose(backend: str | None, device) -> str:
+    """Resolve ``backend=`` ("triton", "torch" or None) for tensors on ``device``.
+
+    None picks Triton where it can run on that device and the torch reference (with one warning)
+    where it cannot. An explicit "triton" that cannot run raises ``ValueError`` saying why.
+    """
+    from .errors import InvalidConfig
+
+    if backend is not None and backend not in BACKENDS:
+        raise InvalidConfig(f"backend must be one of {BACKENDS} or None (choose automatically), "
+                            f"got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    status = triton_status()
+    problem = None
+    if not status["available"]:
+        problem = status["reason"]
+    elif status["mode"] == "compiled" and device.type != "cuda":
+        problem = (f"The tensors are on {device.type} but Triton is compiled for the GPU here, "
+                   f"so pagedlab uses the torch reference (move them with .cuda() to use the "
+                   f"kernel, or pass backend='torch' to silence this).")
+    if problem is None:
+        return "triton"
+    if backend == "triton":
+        raise InvalidConfig(f"backend='triton' cannot run here. {problem}")
+    warn_once(f"choose:{problem}", f"pagedlab: {problem}")
+    return "torch"
+
+
+# Decide on import, so that whoever imports a kernel module next gets the right mode.
+triton_status()

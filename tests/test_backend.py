@@ -1,0 +1,93 @@
+"""Where kernels run: the backend decides before Triton compiles anything, and falls back loudly."""
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import pagedlab as pl
+from pagedlab import backend
+from pagedlab.attention import random_paged_batch
+
+HAS_TRITON = backend.triton_status()["available"]
+
+
+def run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, timeout=120).stdout
+
+
+def test_triton_status_reports_four_fields():
+    status = backend.triton_status()
+    assert set(status) == {"available", "mode", "version", "reason"}
+    assert status["mode"] in ("compiled", "interpreter", "missing")
+    assert status["available"] == (status["mode"] != "missing")
+    assert isinstance(status["reason"], str) and status["reason"].endswith(".")
+    assert (status["version"] is None) == (status["mode"] == "missing")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not HAS_TRITON, reason="CPU machines with Triton")
+def test_without_a_gpu_kernels_run_in_the_interpreter():
+    assert backend.triton_status()["mode"] == "interpreter"
+    out = run_python("import os, pagedlab.kernels.paged_attention; "
+                     "print(os.environ.get('TRITON_INTERPRET'))")
+    assert out.strip() == "1"
+
+
+@pytest.mark.gpu
+def test_with_a_gpu_kernels_are_compiled():
+    assert backend.triton_status()["mode"] == "compiled"
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not HAS_TRITON, reason="CPU machines with Triton")
+def test_interpreter_works_even_if_triton_was_imported_first():
+    out = run_python(
+        "import triton, torch, pagedlab as pl\n"
+        "from pagedlab.attention import random_paged_batch\n"
+        "batch = random_paged_batch([3, 20], block_size=16, head_dim=32)\n"
+        "out = pl.paged_attention(**batch, backend='triton')\n"
+        "print(float((out - pl.paged_attention_reference(**batch)).abs().max()))")
+    assert float(out) < 1e-5
+
+
+def test_unknown_backend_is_a_value_error():
+    batch = random_paged_batch([3], head_dim=16)
+    with pytest.raises(ValueError, match="backend"):
+        pl.paged_attention(**batch, backend="numpy")
+
+
+def test_missing_triton_falls_back_to_torch_with_one_warning(monkeypatch):
+    monkeypatch.setattr(backend, "_status", {"available": False, "mode": "missing",
+                                             "version": None, "reason": "Triton is gone."})
+    monkeypatch.setattr(backend, "_warned", set())
+    batch = random_paged_batch([3, 9], head_dim=16)
+    with pytest.warns(RuntimeWarning, match="Triton is gone"):
+        out = pl.paged_attention(**batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        pl.paged_attention(**batch)
+    assert torch.equal(out, pl.paged_attention_reference(**batch))
+
+
+def test_forcing_triton_where_it_cannot_run_is_a_value_error(monkeypatch):
+    monkeypatch.setattr(backend, "_status", {"available": False, "mode": "missing",
+                                             "version": None, "reason": "Triton is gone."})
+    with pytest.raises(ValueError, match="Triton is gone"):
+        pl.paged_attention(**random_paged_batch([3], head_dim=16), backend="triton")
+
+
+def test_cpu_tensors_on_a_gpu_machine_use_torch_with_a_warning(monkeypatch):
+    monkeypatch.setattr(backend, "_status", {"available": True, "mode": "compiled",
+                                             "version": "3.6.0", "reason": "A GPU."})
+    monkeypatch.setattr(backend, "_warned", set())
+    batch = random_paged_batch([3, 9], head_dim=16, device="cpu")
+    with pytest.warns(RuntimeWarning, match="cpu"):
+        out = pl.paged_attention(**batch)
+    assert torch.equal(out, pl.paged_attention_reference(**batch))
+
+
+def test_import_pagedlab_does_not_load_triton_or_torch():
+    out = run_python("import sys, pagedlab; "
+                     "print(sorted({'torch', 'triton'} & set(sys.modules)))")
+    assert out.strip() == "[]"

@@ -30,7 +30,8 @@ INSTALL_MARKER = "# pagedlab install cell"
 _NAME = r"[A-Za-z0-9_.-]+"
 _REF = r"[A-Za-z0-9_./-]+?"
 _COLAB_URL = re.compile(
-    rf"https://colab\.research\.google\.com/github/(?P<repo>{_NAME}/{_NAME})/blob/(?P<ref>{_REF})/")
+    rf"https://colab\.research\.google\.com/github/(?P<repo>{_NAME}/{_NAME})/blob/(?P<ref>{_REF})/"
+    rf"(?=(?:{'|'.join(NOTEBOOK_FOLDERS)})/)")  # a ref may hold '/': the folder ends it
 _GIT_URL = re.compile(rf"git\+https://github\.com/(?P<repo>{_NAME}/{_NAME})(?:\.git)?@(?P<ref>{_REF})(?=[\"'\s])")
 _REPO_ARG = re.compile(rf"^{_NAME}/{_NAME}$")
 _REF_ARG = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")

@@ -1,0 +1,68 @@
+"""The lessons: each runs top to bottom in a fresh kernel on the CPU, in under a minute, and the
+copies in git carry no outputs, execution counts or widget state."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ALL_NOTEBOOKS = sorted(p for folder in ("notebooks", "exercises", "solutions")
+                       for p in (ROOT / folder).glob("*.ipynb"))
+BUDGET_S = float(os.environ.get("PAGEDLAB_NOTEBOOK_BUDGET_S", "60"))
+
+
+def _cell_failure(error, notebook) -> str:
+    """The failing cell's source and the error, as a learner would see them."""
+    source = ""
+    index = getattr(error, "cell_index", None)
+    if index is not None:
+        source = "".join(notebook.cells[index].source)
+    return f"cell {index}:\n{source}\n\n{error}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_runs_top_to_bottom_on_cpu_in_under_a_minute(path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=2 * BUDGET_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as error:
+        pytest.fail(f"{path.name} failed in {_cell_failure(error, notebook)}", pytrace=False)
+    except nbclient.exceptions.CellTimeoutError as error:
+        pytest.fail(f"{path.name} timed out: {error}", pytrace=False)
+    elapsed = time.perf_counter() - start
+    assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.1f} s (budget {BUDGET_S:.0f} s)"
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
+
+
+def test_all_nine_lessons_exist():
+    names = [p.stem for p in LESSONS]
+    assert names[0] == "00_start_here" and len(names) >= 3, names
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=[f"{p.parent.name}/{p.stem}" for p in ALL_NOTEBOOKS])
+def test_notebook_in_git_has_no_outputs_counts_or_widget_state(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    assert "widgets" not in notebook.get("metadata", {}), "strip the widget state"
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"cell {index} has outputs"
+            assert cell.get("execution_count") is None, f"cell {index} has an execution count"
+
+
+def test_lessons_match_their_sources():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "build_notebooks.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

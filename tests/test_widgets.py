@@ -1,0 +1,143 @@
+"""The lesson widgets, headless: press their buttons, move their sliders, read what they show."""
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+widgets = pytest.importorskip("ipywidgets")
+
+from pagedlab.widgets import (  # noqa: E402
+    BlockTableWidget, GarageWidget, KernelMapWidget, SharingWidget, kernel_map_html,
+    parking_comparison, token_reads_html,
+)
+from pagedlab.widgets.palette import SEQUENCE_COLOURS, text_on  # noqa: E402
+
+
+def test_import_pagedlab_loads_neither_widgets_nor_torch():
+    code = ("import sys, pagedlab; bad = [m for m in ('torch', 'ipywidgets', 'matplotlib') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pagedlab_widgets_is_reachable_from_the_package():
+    import pagedlab
+    assert pagedlab.widgets is importlib.import_module("pagedlab.widgets")
+    assert pagedlab.widgets.GarageWidget is GarageWidget
+
+
+def test_text_on_each_palette_colour_is_black_or_white():
+    assert {text_on(colour) for colour in SEQUENCE_COLOURS} <= {"#000000", "#FFFFFF"}
+    assert text_on("#0072B2") == "#FFFFFF" and text_on("#F0E442") == "#000000"
+
+
+# -- garage (lesson 01) --
+def test_garage_new_car_parks_and_shows_its_ticket():
+    garage = GarageWidget(num_blocks=6, block_size=4, prompt_len=5)
+    before = garage.grid.value
+    garage.new_button.click()
+    assert [len(seq.block_table) for seq in garage.cars.values()] == [2]
+    assert garage.grid.value != before
+    assert "A1" in garage.grid.value and "A1" in garage.tickets.value
+    assert "free spaces: <b>4</b> of 6" in garage.grid.value
+
+
+def test_garage_next_token_takes_a_space_only_when_the_last_is_full():
+    garage = GarageWidget(num_blocks=6, block_size=4, prompt_len=3)
+    garage.new_button.click()
+    garage.token_button.click()          # 4 tokens: still one space
+    assert garage.manager.num_used_blocks == 1
+    garage.token_button.click()          # 5 tokens: a second space
+    assert garage.manager.num_used_blocks == 2
+    assert "takes space" in garage.message.value
+
+
+def test_garage_turns_away_a_car_that_does_not_fit_and_takes_nothing():
+    garage = GarageWidget(num_blocks=3, block_size=4, prompt_len=8)
+    garage.new_button.click()
+    garage.new_button.click()
+    assert len(garage.cars) == 1 and garage.manager.num_free_blocks == 1
+    assert "turned away" in garage.message.value
+
+
+def test_garage_leave_frees_the_chosen_car_and_reset_empties():
+    garage = GarageWidget(num_blocks=8, block_size=4, prompt_len=4)
+    garage.new_button.click()
+    garage.new_button.click()
+    garage.which.value = 2
+    garage.leave_button.click()
+    assert list(garage.cars) == [1] and garage.manager.num_free_blocks == 7
+    assert [value for _, value in garage.which.options] == [1]
+    garage.reset_button.click()
+    assert not garage.cars and garage.manager.num_free_blocks == 8
+    assert "no car parked" in garage.tickets.value
+
+
+def test_parking_comparison_fits_more_cars_paged():
+    html = parking_comparison([5, 9, 3, 7, 6], max_len=16, num_slots=48)
+    assert "3 of 5 cars fit" in html and "5 of 5 cars fit" in html
+
+
+# -- block tables (lesson 02) --
+def test_block_size_slider_redraws_tables_and_waste():
+    view = BlockTableWidget(block_size=4, lengths=(7, 10, 3))
+    assert "<b>4</b> slots empty" in view.summary.value
+    pool_before = view.pool.value
+    view.block_size.value = 8
+    assert "<b>12</b> slots empty" in view.summary.value
+    assert view.pool.value != pool_before
+
+
+def test_length_slider_changes_the_block_table():
+    view = BlockTableWidget(block_size=4, lengths=(4, 4, 4))
+    before = view.tables.value
+    view.lengths[0].value = 9
+    assert view.tables.value != before
+    assert "9</td>" in view.tables.value
+
+
+# -- sharing (lesson 04) --
+def test_fork_shares_every_block_and_shows_reference_counts():
+    view = SharingWidget(num_blocks=8, block_size=4, prompt_len=6)
+    view.fork_button.click()
+    assert len(view.manager.sequences) == 2
+    assert all(view.manager.ref_count(b) == 2 for b in view.manager.sequences[0].block_table)
+    assert "shared &times;2" in view.pool.value and "ref 2" in view.pool.value
+
+
+def test_append_to_a_shared_partial_block_shows_the_copy():
+    view = SharingWidget(num_blocks=8, block_size=4, prompt_len=6)
+    view.fork_button.click()                 # the child is chosen
+    view.append_button.click()
+    assert "Copy-on-write" in view.message.value
+    assert view.copies == [(1, 2)] and "1&rarr;2" in view.pool.value
+
+
+def test_free_returns_blocks_whose_count_reaches_zero():
+    view = SharingWidget(num_blocks=8, block_size=4, prompt_len=6)
+    view.fork_button.click()
+    view.append_button.click()               # child now owns a copy of the last block
+    view.free_button.click()                 # frees the child
+    assert view.manager.num_used_blocks == 2
+    view.reset_button.click()
+    assert view.copies == [] and len(view.manager.sequences) == 1
+
+
+# -- kernel map (lessons 06, 07) --
+def test_kernel_map_has_one_row_per_program():
+    html = kernel_map_html([[3, 1], [0]], [12, 5], block_size=8, num_kv_heads=2)
+    assert "<b>4 programs</b>" in html and "blk 3" in html and "3 masked" in html
+
+
+def test_kernel_map_sliders_add_programs():
+    view = KernelMapWidget(context_lens=(37, 12, 64), block_size=8)
+    assert "<b>3 programs</b>" in view.map.value
+    view.splits.value = 2
+    assert "<b>6 programs</b>" in view.map.value and "no work" in view.map.value
+    view.heads.value = 2
+    assert "<b>12 programs</b>" in view.map.value
+
+
+def test_token_reads_name_block_and_slot_of_each_position():
+    html = token_reads_html([5, 2], context_len=6, block_size=4)
+    assert "pos 4<br>blk 2<br>slot 8" in html and "pos 0<br>blk 5<br>slot 20" in html

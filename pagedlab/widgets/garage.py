@@ -39,7 +39,8 @@ class GarageWidget(widgets.VBox):
                  seed: int = 0):
         self.num_blocks, self.block_size, self.seed = num_blocks, block_size, seed
         self.prompt = widgets.IntSlider(value=prompt_len, min=1, max=4 * block_size,
-                                        description="prompt tokens", continuous_update=False)
+                                        description="prompt tokens", continuous_update=False,
+                                        style={"description_width": "initial"})
         self.new_button = widgets.Button(description="New car", button_style="primary",
                                          tooltip="a request arrives with `prompt tokens` tokens")
         self.token_button = widgets.Button(description="Next token",

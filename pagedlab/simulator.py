@@ -1,0 +1,316 @@
+"""Simulate serving a workload, step by step, and measure where the KV-cache memory goes.
+
+There is no model: in every step each running sequence gains one token (a prefill computes the
+prompt and yields the first token in the same step, as in iteration-level batching). What is
+real is the memory management: the paged run goes through the :class:`~pagedlab.Scheduler` and
+:class:`~pagedlab.BlockManager` (preemption, copy-on-write and all); the contiguous run
+reserves one region per sequence in a :class:`~pagedlab.ContiguousAllocator`, first come first
+served, as the paper's Orca baselines did. After every step the pool is split into:
+
+- ``token_states``: slots holding K/V of tokens already in some sequence;
+- ``reserved``: slots of a region kept for tokens not generated yet (contiguous only);
+- ``internal_fragmentation``: slots that will never hold a token: region minus final length
+  (contiguous), the unused tail of each sequence's last block (paged);
+- ``external_fragmentation``: slots outside every region that the next request cannot use:
+  the buddy blocks' rounding and free blocks too small for the next request (contiguous; 0 when
+  paged, where any free block will do);
+- the rest is idle (free, and usable).
+
+Each is averaged over all steps. See notebooks/03_where_memory_goes.ipynb.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from .blocks import BlockManager
+from .contiguous import ContiguousAllocator
+from .errors import InvalidConfig, OutOfBlocks
+from .scheduler import PREEMPTION_MODES, Scheduler
+from .sequence import Sequence
+from .workloads import Request
+
+
+@dataclass
+class Timeline:
+    """Per-step arrays for plots (index = step); fractions are of the whole pool."""
+
+    batch_size: list[int] = field(default_factory=list)      # sequences computed in the step
+    waiting: list[int] = field(default_factory=list)         # requests arrived and not running
+    token_states: list[float] = field(default_factory=list)
+    reserved: list[float] = field(default_factory=list)
+    internal_fragmentation: list[float] = field(default_factory=list)
+    external_fragmentation: list[float] = field(default_factory=list)
+    usage: list[float] = field(default_factory=list)         # held by some request
+    finished: list[int] = field(default_factory=list)        # requests finished in the step
+    preemptions: list[int] = field(default_factory=list)     # requests preempted so far
+    blocks_used: list[int] = field(default_factory=list)     # paged: physical blocks in use
+    blocks_unshared: list[int] = field(default_factory=list)  # paged: the same without sharing
+
+
+@dataclass
+class SimResult:
+    """Where the memory went and what it bought. See notebooks/03_where_memory_goes.ipynb.
+
+    Fractions of the pool and the mean batch size are averaged over the *busy* steps: from the
+    start until the last step in which a request was still waiting for memory. The drain after
+    it (the last requests finishing, the pool emptying because nobody needs it) says nothing
+    about the memory manager; it is in ``timeline`` and in ``steps``.
+    """
+
+    token_states: float
+    reserved: float
+    internal_fragmentation: float
+    external_fragmentation: float
+    sharing_saving: float       # blocks saved by sharing / blocks needed without sharing
+    mean_batch_size: float      # sequences per step
+    max_batch_size: int
+    steps: int                  # all steps, drain included
+    finished: int               # requests finished
+    preemptions: int            # requests preempted (each time)
+    prefix_hit_rate: float      # prompt tokens found in the prefix cache / tokens looked up
+    timeline: Timeline
+    memory: str = ""            # which memory manager, in words
+    generated_tokens: int = 0   # output tokens of the finished sequences
+    busy_steps: int = 0         # the steps the averages cover
+
+    @property
+    def idle(self) -> float:
+        """Fraction of the pool free and usable."""
+        return max(0.0, 1.0 - self.token_states - self.reserved
+                   - self.internal_fragmentation - self.external_fragmentation)
+
+    @property
+    def throughput(self) -> float:
+        """Requests finished per step."""
+        return self.finished / self.steps if self.steps else 0.0
+
+
+def _result(tl: Timeline, busy_steps: int, **fields) -> SimResult:
+    """Average the timeline over its busy steps into a SimResult."""
+    window = max(busy_steps, 1)
+
+    def mean(values: list) -> float:
+        return sum(values[:window]) / window
+
+    unshared = sum(tl.blocks_unshared[:window])
+    return SimResult(
+        token_states=mean(tl.token_states), reserved=mean(tl.reserved),
+        internal_fragmentation=mean(tl.internal_fragmentation),
+        external_fragmentation=mean(tl.external_fragmentation),
+        sharing_saving=(unshared - sum(tl.blocks_used[:window])) / unshared if unshared else 0.0,
+        mean_batch_size=mean(tl.batch_size), max_batch_size=max(tl.batch_size, default=0),
+        steps=len(tl.batch_size), timeline=tl, busy_steps=busy_steps, **fields)
+
+
+def _describe(memory) -> str:
+    if isinstance(memory, BlockManager):
+        return f"paged (block {memory.block_size})"
+    return f"Orca ({'Pow2' if memory.policy == 'pow2' else memory.policy.capitalize()})"
+
+
+def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator, *, n: int = 1,
+             beam_width: int = 1, max_num_seqs: int = 256, preemption: str = "recompute",
+             progress: bool = False, max_num_batched_tokens: int = 4096,
+             seed: int = 0) -> SimResult:
+    """Serve ``requests`` with ``memory`` (a fresh BlockManager or ContiguousAllocator).
+
+    ``n`` parallel samples or ``beam_width`` beams per request; ``seed`` drives which beams
+    survive. Steps are the time unit. See notebooks/03_where_memory_goes.ipynb.
+    """
+    requests = sorted(requests, key=lambda r: r.arrival)
+    if len({r.request_id for r in requests}) != len(requests):
+        raise InvalidConfig("request ids must be unique")
+    for name, value in (("n", n), ("beam_width", beam_width), ("max_num_seqs", max_num_seqs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidConfig(f"{name} must be an int >= 1, got {value!r}")
+    if n > 1 and beam_width > 1:
+        raise InvalidConfig("choose parallel samples (n) or beam search (beam_width), not both")
+    if preemption not in PREEMPTION_MODES:
+        raise InvalidConfig(f"preemption must be one of {PREEMPTION_MODES}, got {preemption!r}")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(requests), unit="req", desc=_describe(memory))
+    try:
+        if isinstance(memory, BlockManager):
+            if memory.num_used_blocks or memory.sequences:
+                raise InvalidConfig("the BlockManager already holds sequences: pass a fresh one")
+            return _simulate_paged(requests, memory, n, beam_width, max_num_seqs, preemption,
+                                   max_num_batched_tokens, seed, bar)
+        if isinstance(memory, ContiguousAllocator):
+            if memory.regions:
+                raise InvalidConfig("the ContiguousAllocator already holds regions: pass a fresh one")
+            return _simulate_contiguous(requests, memory, max(n, beam_width), max_num_seqs,
+                                        max_num_batched_tokens, bar)
+        raise TypeError(f"memory must be a BlockManager or a ContiguousAllocator, "
+                        f"got {type(memory).__name__}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _idle_steps(tl: Timeline, count: int, preemptions: int) -> None:
+    """Steps with nothing to run (waiting for the next arrival)."""
+    for name, values in vars(tl).items():
+        if name != "preemptions" and not (name.startswith("blocks_") and not values):
+            values.extend([0] * count)
+    tl.preemptions.extend([preemptions] * count)
+
+
+def _beam_tokens(group, rng: random.Random) -> list:
+    """Which beams survive a step: each of the k new beams picks a parent beam at random."""
+    parents = [rng.randrange(len(group.seqs)) for _ in range(group.beam_width)]
+    return [list(range(1, parents.count(i) + 1)) for i in range(len(group.seqs))]
+
+
+def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, preemption,
+                    max_num_batched_tokens, seed, bar) -> SimResult:
+    sched = Scheduler(bm, max_num_seqs=max_num_seqs, preemption=preemption,
+                      max_num_batched_tokens=max_num_batched_tokens)
+    size, pool, num_blocks = bm.block_size, bm.num_blocks * bm.block_size, bm.num_blocks
+    rng, fan_out = random.Random(seed), max(n, beam_width)
+    tl = Timeline()
+    finished = generated = step = j = busy_steps = 0
+    next_token_id = 1 << 30   # made-up prompt ids, unique to each request
+    while j < len(requests) or sched.has_unfinished():
+        while j < len(requests) and requests[j].arrival <= step:
+            r = requests[j]
+            j += 1
+            ids = r.prompt_ids or range(next_token_id, next_token_id + r.prompt_len)
+            next_token_id += r.prompt_len
+            sched.add(Sequence(r.request_id, ids, arrival=r.arrival), max_new_tokens=r.output_len,
+                      n=n, beam_width=beam_width)
+        if not sched.has_unfinished():  # nothing to do until the next arrival
+            gap = max(1, math.ceil(requests[j].arrival) - step)
+            _idle_steps(tl, gap, sched.num_preemptions)
+            step += gap
+            continue
+        if sched.waiting or sched.swapped:
+            busy_steps = step + 1
+        out = sched.schedule()
+        if fan_out == 1:
+            tokens = [1] * len(out.scheduled)
+        else:
+            tokens = []
+            for group in out.groups:
+                if group.beam_width > 1:
+                    tokens += _beam_tokens(group, rng)
+                elif group.can_fork:
+                    tokens.append(list(range(1, group.n + 1)))
+                else:
+                    tokens += [1] * len(group.seqs)
+        done = sched.update(tokens)
+        # -- measure the pool after the step --
+        tokens_held = waste = 0
+        for group in sched.running:
+            for seq in group.seqs:
+                length = len(seq.token_ids)
+                tokens_held += length
+                waste += -length % size   # unused tail of the last block (never shared here)
+        used = bm.num_used_blocks
+        tl.token_states.append((used * size - waste) / pool)
+        tl.reserved.append(0.0)
+        tl.internal_fragmentation.append(waste / pool)
+        tl.external_fragmentation.append(0.0)
+        tl.usage.append(used / num_blocks)
+        tl.blocks_used.append(used)
+        tl.blocks_unshared.append((tokens_held + waste) // size)
+        tl.batch_size.append(len(out.scheduled))
+        tl.waiting.append(len(sched.waiting) + len(sched.swapped))
+        tl.finished.append(len(done))
+        tl.preemptions.append(sched.num_preemptions)
+        for group in done:
+            generated += sum(len(seq.token_ids) - seq.prompt_len for seq in group.finished_seqs)
+        finished += len(done)
+        if bar is not None and done:
+            bar.update(len(done))
+        step += 1
+    hit_rate = bm.prefix_hit_tokens / bm.prefix_query_tokens if bm.prefix_query_tokens else 0.0
+    return _result(tl, busy_steps, finished=finished, preemptions=sched.num_preemptions,
+                   prefix_hit_rate=hit_rate, memory=_describe(bm), generated_tokens=generated)
+
+
+def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_seqs,
+                         max_num_batched_tokens, bar) -> SimResult:
+    pool = alloc.num_token_slots
+    tl = Timeline()
+    waiting: deque[Request] = deque()
+    ends: list[tuple[int, int, Request]] = []   # heap of (last step, admission order, request)
+    tokens_held = num_running = 0               # over running sequences
+    finished = generated = step = j = order = busy_steps = 0
+    while j < len(requests) or waiting or ends:
+        while j < len(requests) and requests[j].arrival <= step:
+            waiting.append(requests[j])
+            j += 1
+        if not waiting and not ends:
+            gap = max(1, math.ceil(requests[j].arrival) - step)
+            _idle_steps(tl, gap, 0)
+            step += gap
+            continue
+        if waiting:
+            busy_steps = step + 1
+        # -- admit first come first served while the head's regions fit --
+        prefill_tokens = 0
+        while waiting and num_running + fan_out <= max_num_seqs:
+            r = waiting[0]
+            if prefill_tokens and prefill_tokens + r.prompt_len > max_num_batched_tokens:
+                break
+            keys = [r.request_id * fan_out + i for i in range(fan_out)]
+            if alloc.block_size_for(r.prompt_len, r.output_len) * fan_out > pool:
+                raise OutOfBlocks(f"request {r.request_id} needs {fan_out} region(s) of "
+                                  f"{alloc.block_size_for(r.prompt_len, r.output_len)} slots "
+                                  f"(policy={alloc.policy}) but the pool has {pool}: use a "
+                                  "bigger pool")
+            taken = []
+            for key in keys:
+                if not alloc.can_allocate(r.prompt_len, r.output_len):
+                    break
+                alloc.allocate(key, r.prompt_len, r.output_len)
+                taken.append(key)
+            if len(taken) < fan_out:
+                for key in taken:
+                    alloc.free(key)
+                if not ends:
+                    raise OutOfBlocks(f"request {r.request_id}'s {fan_out} regions never fit the "
+                                      f"pool of {pool} slots: use a bigger pool")
+                break
+            waiting.popleft()
+            prefill_tokens += r.prompt_len
+            heapq.heappush(ends, (step + r.output_len - 1, order, r))
+            order += 1
+            tokens_held += fan_out * r.prompt_len
+            num_running += fan_out
+        # -- every running sequence gains a token; those at their final length leave --
+        batch = num_running
+        tokens_held += batch
+        done = 0
+        while ends and ends[0][0] <= step:
+            _, _, r = heapq.heappop(ends)
+            for i in range(fan_out):
+                alloc.free(r.request_id * fan_out + i)
+            tokens_held -= fan_out * (r.prompt_len + r.output_len)
+            num_running -= fan_out
+            generated += fan_out * r.output_len
+            done += 1
+        # -- measure the pool after the step --
+        head = alloc.region_size(waiting[0].prompt_len, waiting[0].output_len) if waiting else None
+        tl.token_states.append(tokens_held / pool)
+        tl.reserved.append((alloc.num_final_slots - tokens_held) / pool)
+        tl.internal_fragmentation.append((alloc.num_reserved_slots - alloc.num_final_slots) / pool)
+        tl.external_fragmentation.append(alloc.external_fragmentation(head) / pool)
+        tl.usage.append(alloc.usage)
+        tl.batch_size.append(batch)
+        tl.waiting.append(len(waiting))
+        tl.finished.append(done)
+        tl.preemptions.append(0)
+        finished += done
+        if bar is not None and done:
+            bar.update(done)
+        step += 1
+    return _result(tl, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
+                   memory=_describe(alloc), generated_tokens=generated)

@@ -255,3 +255,21 @@ def test_process_is_alive_and_kernel_correct_after_every_bad_input():
     good = random_paged_batch([5, 20], block_size=16, num_heads=4, num_kv_heads=2, head_dim=32,
                               device=DEVICE)
     assert_kernel_matches_reference(good)
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="make gpu-check runs the full benchmark on a GPU")
+def test_bench_runs_a_tiny_version_without_a_gpu_and_writes_json_and_png(tmp_path, capsys):
+    import json
+
+    from pagedlab import bench
+
+    assert bench.main(["--out", str(tmp_path)]) == 0
+    assert "No CUDA GPU" in capsys.readouterr().out
+    (report,) = [json.loads(path.read_text()) for path in tmp_path.glob("*.json")]
+    assert len(list(tmp_path.glob("*.png"))) == 1
+    kernel_rows = [row for row in report["results"] if row["method"] == "paged kernel"]
+    assert kernel_rows and all(row["max_abs_error"] < 3e-3 for row in kernel_rows)
+    assert report["copy_bandwidth_GBps"] > 0

@@ -136,6 +136,9 @@ def test_kernel_map_sliders_add_programs():
     assert "<b>6 programs</b>" in view.map.value and "no work" in view.map.value
     view.heads.value = 2
     assert "<b>12 programs</b>" in view.map.value
+    steps = view.map.value.count("step ")
+    view.tile.value = 64
+    assert view.map.value.count("step ") < steps
 
 
 def test_token_reads_name_block_and_slot_of_each_position():

@@ -22,6 +22,8 @@ _WHERE = {
     "kernel_map_html": "kernel_map",
     "token_reads_html": "kernel_map",
     "ServingWidget": "serving",
+    "bandwidth_figure": "bandwidth",
+    "bandwidth_png": "bandwidth",
 }
 
 __all__ = list(_WHERE)

@@ -102,8 +102,8 @@ class KernelMapWidget(widgets.VBox):
                                        continuous_update=False)
         self.splits = widgets.IntSlider(value=1, min=1, max=4, description="splits",
                                         continuous_update=False)
-        self.tile = widgets.Dropdown(options=[block_size // 2, block_size, 2 * block_size],
-                                     value=block_size, description="tile (tokens)")
+        self.tile = widgets.Dropdown(options=[16, 32, 64], value=16,  # the kernel's TILE
+                                     description="tile (tokens)")
         self.map = widgets.HTML()
         for control in (self.heads, self.splits, self.tile):
             control.observe(lambda _: self.render(), names="value")

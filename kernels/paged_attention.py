@@ -207,9 +207,12 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context_len: int,
 def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                            max_context_len: int, num_splits: int | None = None,
-                           tile: int | None = None) -> torch.Tensor:
+                           tile: int | None = None, dot_fp32: bool | None = None) -> torch.Tensor:
     """Launch the decode kernel (and the reduce kernel when split). Returns (num_seqs, num_heads,
     head_dim) in q's dtype. Inputs must already be validated (pagedlab.paged_attention does it).
+
+    ``tile`` (tokens per loop step) and ``dot_fp32`` (fp32 matrix products; default: for fp32
+    inputs and in the interpreter) are for tests and experiments.
     """
     num_seqs, num_heads, head_dim = q.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
@@ -223,6 +226,8 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     queries_per_kv = num_heads // num_kv_heads
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     interpreting = q.device.type == "cpu"  # CPU tensors only run through the interpreter
+    if dot_fp32 is None:
+        dot_fp32 = interpreting or q.dtype == torch.float32
     if tile is None:
         tile = 32 if head_dim_pad > 128 else 64
     if num_splits is None:
@@ -261,7 +266,7 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         GROUP_ROWS=max(MIN_GROUP_ROWS, triton.next_power_of_2(queries_per_kv)),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
         BLOCK_SIZE=block_size, TILE=tile,
-        SPLIT=split, DOT_FP32=interpreting or q.dtype == torch.float32,
+        SPLIT=split, DOT_FP32=dot_fp32,
     )
     if split:
         reduce_splits_kernel[(num_seqs, num_heads)](
@@ -272,3 +277,17 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             SPLITS_PAD=triton.next_power_of_2(num_splits),
         )
     return out
+
+
+# -- try it: the kernel against the torch reference -----------------------------------------------
+# python -m pagedlab.kernels.paged_attention   (the benchmark is `pagedlab bench`)
+if __name__ == "__main__":
+    import pagedlab as pl
+    from pagedlab.attention import random_paged_batch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    batch = random_paged_batch([1, 16, 17, 100], block_size=16, num_heads=8, num_kv_heads=2,
+                               head_dim=64, device=device)
+    out = pl.paged_attention(**batch, backend="triton")  # (4, 8, 64)
+    error = (out - pl.paged_attention_reference(**batch)).abs().max().item()
+    print(f"{pagedlab.backend.triton_status()['mode']}: max |kernel - reference| = {error:.1e}")

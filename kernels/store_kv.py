@@ -72,3 +72,17 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
     grid = (triton.cdiv(num_tokens, tokens),)
     store_kv_kernel[grid](k, v, k_cache, v_cache, slot_mapping, num_tokens,
                           ROW=row, ROW_PAD=row_pad, TOKENS=tokens)
+
+
+# -- try it: the kernel against index_copy ---------------------------------------------------------
+# python -m pagedlab.kernels.store_kv
+if __name__ == "__main__":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    k_cache = torch.zeros(4, 16, 2, 64, device=device)  # (blocks, block_size, kv_heads, hd)
+    v_cache = torch.zeros_like(k_cache)
+    k, v = torch.randn(2, 5, 2, 64, device=device)  # (tokens, kv_heads, hd) each
+    slot_mapping = torch.tensor([17, 3, -1, 60, 0], device=device)  # -1: skip this token
+    store_kv(k, v, k_cache, v_cache, slot_mapping)
+    keep = slot_mapping >= 0
+    expected = torch.zeros_like(k_cache).view(-1, 2, 64).index_copy(0, slot_mapping[keep], k[keep])
+    print("matches index_copy:", torch.equal(k_cache.view(-1, 2, 64), expected))

@@ -33,7 +33,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     q: (q_len, num_heads, head_dim); k, v: (kv_len, num_kv_heads, head_dim); an optional leading
     batch dim on all three. The queries are the *last* q_len positions, so with ``causal`` query i
-    sees keys 0 .. kv_len - q_len + i: a prefill when q_len == kv_len, a decode step when q_len == 1.
+    sees keys 0 .. kv_len - q_len + i: a prefill when q_len == kv_len, a decode step when
+    q_len == 1.
     Returns (q_len, num_heads, head_dim) in q's dtype. See notebooks/06_attention_over_pages.ipynb.
     """
     q_len, num_heads, head_dim = q.shape[-3:]
@@ -221,14 +222,16 @@ def _validate(q, k_cache, v_cache, block_tables, context_lens):
         if tensor.dim() != dims:
             layout = ("(num_seqs, num_heads, head_dim)" if dims == 3 else
                       "(num_blocks, block_size, num_kv_heads, head_dim)")
-            raise InvalidConfig(f"{name} must be {dims}-D {layout}, got shape {tuple(tensor.shape)}")
+            raise InvalidConfig(f"{name} must be {dims}-D {layout}, "
+                                f"got shape {tuple(tensor.shape)}")
         if tensor.dtype not in FLOAT_DTYPES:
             raise InvalidConfig(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
         if tensor.device != q.device:
             raise InvalidConfig(f"{name} is on {tensor.device} but q is on {q.device}: "
                                 f"put all tensors on one device")
         if tensor.numel() and tensor.stride(-1) != 1:
-            raise InvalidConfig(f"{name} must have unit stride in head_dim: pass {name}.contiguous()")
+            raise InvalidConfig(f"{name} must have unit stride in head_dim: "
+                                f"pass {name}.contiguous()")
     if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
         raise InvalidConfig(f"q, k_cache and v_cache must share one dtype, got {q.dtype}, "
                             f"{k_cache.dtype}, {v_cache.dtype}: cast q with .to(k_cache.dtype)")
@@ -268,7 +271,7 @@ def _validate(q, k_cache, v_cache, block_tables, context_lens):
     out_of_range = used & ((block_tables < 0) | (block_tables >= num_blocks))
     if bool(out_of_range.any()):
         seq, index = out_of_range.nonzero()[0].tolist()
-        raise InvalidConfig(f"block_tables[{seq}, {index}] = {int(block_tables[seq, index])} is not "
-                            f"a block id in [0, {num_blocks})")
+        raise InvalidConfig(f"block_tables[{seq}, {index}] = {int(block_tables[seq, index])} "
+                            f"is not a block id in [0, {num_blocks})")
     return (block_tables.to(torch.int32).contiguous(), context_lens.to(torch.int32).contiguous(),
             max(lens))

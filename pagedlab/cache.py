@@ -56,7 +56,8 @@ class KVCache:
         shape = (num_layers, num_blocks, block_size, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, blocks, B, kv_heads, hd)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, blocks, B, kv_heads, hd)
-        self.cpu_k: torch.Tensor | None = None  # (L, cpu_blocks, B, kv_heads, hd), made on first swap
+        # The CPU pool, (L, cpu_blocks, B, kv_heads, hd), is made on the first swap.
+        self.cpu_k: torch.Tensor | None = None
         self.cpu_v: torch.Tensor | None = None
 
     def __repr__(self) -> str:
@@ -65,7 +66,7 @@ class KVCache:
                 f"num_layers={self.num_layers}, dtype={self.dtype}, device='{self.device}')")
 
     def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k_cache, v_cache) of one layer, each (num_blocks, block_size, num_kv_heads, head_dim)."""
+        """(k_cache, v_cache) of one layer: each (num_blocks, block_size, kv_heads, head_dim)."""
         self._check_layer(layer)
         return self.k[layer], self.v[layer]
 
@@ -130,8 +131,9 @@ class KVCache:
             self.cpu_v[:, cpu] = self.v[:, gpu].cpu()  # (L, n, B, kv_heads, hd)
 
     def swap_in(self, mapping: Pairs) -> None:
-        """Copy CPU-pool blocks back to the device: ``mapping`` is ``[(cpu_block, gpu_block), ...]``,
-        as ``BlockManager.swap_in(seq)`` returns it. See notebooks/05_scheduling.ipynb.
+        """Copy CPU-pool blocks back to the device: ``mapping`` is
+        ``[(cpu_block, gpu_block), ...]``, as ``BlockManager.swap_in(seq)`` returns it.
+        See notebooks/05_scheduling.ipynb.
         """
         cpu, gpu = self._check_pairs(mapping, "mapping", self.num_cpu_blocks, self.num_blocks)
         if len(gpu):
@@ -153,7 +155,8 @@ class KVCache:
                 self.cpu_v = torch.zeros(shape, dtype=self.dtype)
 
     def _check_layer(self, layer: int) -> None:
-        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < self.num_layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) \
+                or not 0 <= layer < self.num_layers:
             raise InvalidConfig(f"layer must be an int in [0, {self.num_layers}), got {layer!r}")
 
     def _check_tokens(self, k, v, slot_mapping) -> torch.Tensor:

@@ -10,14 +10,14 @@ from pagedlab.attention import gather_kv, random_paged_batch
 
 
 def contiguous_kv(batch: dict, seq: int):
-    """Sequence `seq`'s keys and values, read through its block table: (context_len, kv_heads, hd)."""
+    """Sequence `seq`'s keys and values through its block table: (context_len, kv_heads, hd)."""
     context_len = int(batch["context_lens"][seq])
     table = batch["block_tables"][seq]
     return (gather_kv(batch["k_cache"], table, context_len),
             gather_kv(batch["v_cache"], table, context_len))
 
 
-# -- attention_reference ----------------------------------------------------------------------------
+# -- attention_reference -----------------------------------------------------------------------
 
 
 def test_contiguous_prefill_matches_torch_sdpa():
@@ -65,7 +65,7 @@ def test_output_keeps_the_query_dtype():
     assert pl.attention_reference(q, k, v).dtype == torch.float16
 
 
-# -- paged_attention_reference ------------------------------------------------------------------------
+# -- paged_attention_reference -----------------------------------------------------------------
 
 
 def test_gather_reads_blocks_in_table_order():
@@ -105,7 +105,7 @@ def test_dispatcher_with_torch_backend_is_the_reference():
                        pl.paged_attention_reference(**batch))
 
 
-# -- paged_prefill_reference --------------------------------------------------------------------------
+# -- paged_prefill_reference -------------------------------------------------------------------
 
 
 def test_full_prefill_equals_contiguous_causal_attention():

@@ -131,7 +131,8 @@ def test_copy_blocks_copies_every_layer():
     cache = filled_cache()
     before = snapshot(cache)
     cache.copy_blocks([(1, 4)])
-    assert torch.equal(cache.k[:, 4], before[0][:, 1]) and torch.equal(cache.v[:, 4], before[1][:, 1])
+    assert torch.equal(cache.k[:, 4], before[0][:, 1])
+    assert torch.equal(cache.v[:, 4], before[1][:, 1])
     others = [0, 1, 2, 3, 5]
     assert torch.equal(cache.k[:, others], before[0][:, others])
 
@@ -140,7 +141,8 @@ def test_copy_blocks_reads_all_sources_before_writing():
     cache = filled_cache()
     before = snapshot(cache)
     cache.copy_blocks([(0, 1), (1, 0)])  # a swap, not a double copy
-    assert torch.equal(cache.k[:, 0], before[0][:, 1]) and torch.equal(cache.k[:, 1], before[0][:, 0])
+    assert torch.equal(cache.k[:, 0], before[0][:, 1])
+    assert torch.equal(cache.k[:, 1], before[0][:, 0])
 
 
 def test_copy_blocks_of_nothing_is_a_no_op():
@@ -176,8 +178,9 @@ def test_swap_round_trip_is_exact():
     cache.k[:, [1, 4]] = 0  # the device blocks get reused meanwhile
     cache.v[:, [1, 4]] = 0
     cache.swap_in([(0, 2), (3, 5)])  # back into different device blocks
-    assert torch.equal(cache.k[:, 2], before[0][:, 1]) and torch.equal(cache.k[:, 5], before[0][:, 4])
-    assert torch.equal(cache.v[:, 2], before[1][:, 1]) and torch.equal(cache.v[:, 5], before[1][:, 4])
+    for new, old in ((2, 1), (5, 4)):
+        assert torch.equal(cache.k[:, new], before[0][:, old])
+        assert torch.equal(cache.v[:, new], before[1][:, old])
 
 
 def test_cpu_pool_lives_on_the_cpu_and_is_pinned_with_a_gpu():

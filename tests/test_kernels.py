@@ -113,6 +113,31 @@ def test_block_table_padding_past_the_context_is_ignored():
     assert_kernel_matches_reference(batch)
 
 
+def test_float16_products_path_matches_reference():
+    # The path a GPU takes for fp16 (fp16 tl.dot, fp32 accumulate); the interpreter normally
+    # does fp32 products, so force it here to check that code on a CPU as well.
+    from pagedlab.kernels.paged_attention import paged_attention_decode
+
+    batch = random_paged_batch(edge_lengths(16), block_size=16, num_heads=8, num_kv_heads=2,
+                               head_dim=80, dtype=torch.float16, device=DEVICE)
+    out = paged_attention_decode(**batch, scale=80 ** -0.5, max_context_len=int(
+        batch["context_lens"].max()), num_splits=2, dot_fp32=False)
+    expected = pl.paged_attention_reference(**batch)
+    torch.testing.assert_close(out.float(), expected.float(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("tile", [16, 128])
+def test_tile_size_does_not_change_the_result(tile):
+    from pagedlab.kernels.paged_attention import paged_attention_decode
+
+    batch = random_paged_batch(edge_lengths(8), block_size=8, num_heads=4, head_dim=32,
+                               device=DEVICE)
+    out = paged_attention_decode(**batch, scale=32 ** -0.5, max_context_len=int(
+        batch["context_lens"].max()), tile=tile)
+    torch.testing.assert_close(out, pl.paged_attention_reference(**batch),
+                               **TOLERANCE[torch.float32])
+
+
 # -- split-K (flash-decoding) ---------------------------------------------------------------------
 
 
@@ -141,7 +166,7 @@ def test_split_count_grows_for_few_long_sequences_only():
     assert choose_num_splits(1, 8, 16384, None) == 1  # the interpreter: no SMs to fill
 
 
-# -- the store kernel ------------------------------------------------------------------------------
+# -- the store kernel -----------------------------------------------------------------------------
 
 
 def store_inputs(num_tokens=6, dtype=torch.float32, seed=0):
@@ -257,7 +282,7 @@ def test_process_is_alive_and_kernel_correct_after_every_bad_input():
     assert_kernel_matches_reference(good)
 
 
-# -- the benchmark ----------------------------------------------------------------------------------
+# -- the benchmark --------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="make gpu-check runs the full benchmark on a GPU")

@@ -195,14 +195,19 @@ class Scheduler:
         return self._groups[seq_id]
 
     # ------------------------------------------------------------------ blocks
-    def _growth(self, group: SequenceGroup) -> int:
-        """Blocks the group's next update may take: one per sequence that starts a new block or
-        copies a shared one; a request that may fork reserves room for all it forks into."""
-        size = self.block_manager.block_size
-        full = sum(1 for seq in group.seqs if len(seq.token_ids) % size == 0)
+    def _growth(self, group: SequenceGroup, on_gpu: bool = False) -> int:
+        """Most blocks the group's next update can take (net of the beams it drops).
+
+        A sequence whose last block is full (or shared) needs a new one; a fork needs a copy
+        of its parent's partly filled last block, but a dropped beam frees its own last block
+        first, so a request that may fork only adds room for the sequences it may grow by.
+        """
+        size, bm = self.block_manager.block_size, self.block_manager
+        need = sum(1 for seq in group.seqs if len(seq.token_ids) % size == 0
+                   or (on_gpu and bm.ref_count(seq.block_table[-1]) > 1))
         if group.can_fork:
-            return group.fan_out if full else group.fan_out - 1
-        return full
+            need += group.fan_out - len(group.seqs)
+        return need
 
     def _blocks_to_admit(self, group: SequenceGroup) -> int:
         """Free blocks a waiting group needs to be prefilled and grow once (ignoring the cache)."""
@@ -234,7 +239,9 @@ class Scheduler:
         bm = self.block_manager
         self.num_preemptions += 1
         out.preempted.extend(group.seqs)
-        if self.preemption == "swap" and bm.can_swap_out(group.seqs):
+        # Recomputing a request of several sequences would lose the blocks they share, so
+        # (as in vLLM) such a request is swapped in both modes while the CPU pool has room.
+        if (self.preemption == "swap" or len(group.seqs) > 1) and bm.can_swap_out(group.seqs):
             out.blocks_to_swap_out.extend(bm.swap_out(group.seqs))
             out.swapped_out.extend(group.seqs)
             for seq in group.seqs:
@@ -276,7 +283,7 @@ class Scheduler:
             if group.fan_out == 1:  # the common case, kept lean: a new block when the last is full
                 need = 0 if len(group.seqs[0].token_ids) % size else 1
             else:
-                need = self._growth(group)
+                need = self._growth(group, on_gpu=True)
             if need > free - reserved:  # could it grow with the whole pool to itself?
                 self._check_fits(group, self._distinct_blocks(group) + need, grow=True)
                 while need > free - reserved:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import heapq
 import math
+import os
 import random
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -120,7 +122,8 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
     """Serve ``requests`` with ``memory`` (a fresh BlockManager or ContiguousAllocator).
 
     ``n`` parallel samples or ``beam_width`` beams per request; ``seed`` drives which beams
-    survive. Steps are the time unit. See notebooks/03_where_memory_goes.ipynb.
+    survive. Steps are the time unit. ``progress`` shows a tqdm bar (never when the environment
+    sets PAGEDLAB_PROGRESS=0, as the tests do). See notebooks/03_where_memory_goes.ipynb.
     """
     requests = sorted(requests, key=lambda r: r.arrival)
     if len({r.request_id for r in requests}) != len(requests):
@@ -133,7 +136,7 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
     if preemption not in PREEMPTION_MODES:
         raise InvalidConfig(f"preemption must be one of {PREEMPTION_MODES}, got {preemption!r}")
     bar = None
-    if progress:
+    if progress and os.environ.get("PAGEDLAB_PROGRESS", "1") != "0":
         from tqdm.auto import tqdm
         bar = tqdm(total=len(requests), unit="req", desc=_describe(memory))
     try:
@@ -154,12 +157,13 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
             bar.close()
 
 
-def _idle_steps(tl: Timeline, count: int, preemptions: int) -> None:
+def _idle_steps(tl: Timeline, count: int, preemptions: int, paged: bool) -> None:
     """Steps with nothing to run (waiting for the next arrival)."""
     for name, values in vars(tl).items():
-        if name != "preemptions" and not (name.startswith("blocks_") and not values):
+        if name == "preemptions":
+            values.extend([preemptions] * count)
+        elif paged or not name.startswith("blocks_"):
             values.extend([0] * count)
-    tl.preemptions.extend([preemptions] * count)
 
 
 def _beam_tokens(group, rng: random.Random) -> list:
@@ -187,7 +191,7 @@ def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, pre
                       n=n, beam_width=beam_width)
         if not sched.has_unfinished():  # nothing to do until the next arrival
             gap = max(1, math.ceil(requests[j].arrival) - step)
-            _idle_steps(tl, gap, sched.num_preemptions)
+            _idle_steps(tl, gap, sched.num_preemptions, paged=True)
             step += gap
             continue
         if sched.waiting or sched.swapped:
@@ -249,7 +253,7 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
             j += 1
         if not waiting and not ends:
             gap = max(1, math.ceil(requests[j].arrival) - step)
-            _idle_steps(tl, gap, 0)
+            _idle_steps(tl, gap, 0, paged=False)
             step += gap
             continue
         if waiting:
@@ -314,3 +318,80 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
         step += 1
     return _result(tl, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
                    memory=_describe(alloc), generated_tokens=generated)
+
+
+# ---------------------------------------------------------------------- command line
+def _memories(args) -> list:
+    """The memory managers ``pagedlab simulate --memory`` asked for, over the same pool."""
+    kinds = ["max", "pow2", "oracle", "paged"] if args.memory == "all" else [args.memory]
+    memories = []
+    for kind in kinds:
+        if kind == "paged":
+            memories.append(BlockManager(args.pool_tokens // args.block_size, args.block_size,
+                                         enable_prefix_caching=args.prefix_caching,
+                                         watermark=args.watermark))
+        else:
+            memories.append(ContiguousAllocator(args.pool_tokens, kind, args.max_seq_len))
+    return memories
+
+
+def format_table(results: list[SimResult]) -> str:
+    """Results as a text table, one row per memory manager (percentages of the pool)."""
+    header = ("memory", "token states", "reserved", "internal", "external", "idle",
+              "batch mean/max", "steps", "preempted", "sharing saved")
+    rows = [header]
+    for r in results:
+        rows.append((r.memory, f"{r.token_states:.1%}", f"{r.reserved:.1%}",
+                     f"{r.internal_fragmentation:.1%}", f"{r.external_fragmentation:.1%}",
+                     f"{r.idle:.1%}", f"{r.mean_batch_size:.1f}/{r.max_batch_size}",
+                     str(r.steps), str(r.preemptions), f"{r.sharing_saving:.1%}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pagedlab simulate``: serve a synthetic workload and print where the memory goes."""
+    from . import workloads
+    parser = argparse.ArgumentParser(
+        prog="pagedlab simulate",
+        description="Simulate serving a workload and print where the KV-cache memory goes "
+                    "(fractions of the pool, averaged over the busy steps).")
+    parser.add_argument("--workload", choices=("sharegpt", "alpaca"), default="sharegpt")
+    parser.add_argument("--requests", type=int, default=1000, help="number of requests")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="Poisson arrivals, requests per step (default: all at step 0)")
+    parser.add_argument("--memory", choices=("all", "paged", "max", "pow2", "oracle"),
+                        default="all", help="memory manager(s) to compare")
+    parser.add_argument("--pool-tokens", type=int, default=32 * 2048,
+                        help="KV-cache pool size in token slots")
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--max-seq-len", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=1, help="parallel samples per request")
+    parser.add_argument("--beam-width", type=int, default=1)
+    parser.add_argument("--preemption", choices=PREEMPTION_MODES, default="recompute")
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--prefix-caching", action="store_true")
+    parser.add_argument("--watermark", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    args = parser.parse_args(argv)
+    make = workloads.sharegpt_like if args.workload == "sharegpt" else workloads.alpaca_like
+    try:
+        requests = make(args.requests, seed=args.seed, rate=args.rate,
+                        max_seq_len=args.max_seq_len)
+        results = [simulate(requests, memory, n=args.n, beam_width=args.beam_width,
+                            max_num_seqs=args.max_num_seqs, preemption=args.preemption,
+                            progress=args.progress, seed=args.seed)
+                   for memory in _memories(args)]
+    except (InvalidConfig, OutOfBlocks) as error:
+        print(f"pagedlab simulate: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    prompt, output = workloads.mean_lengths(requests)
+    print(f"{args.requests} {args.workload}-like requests (mean prompt {prompt:.0f}, output "
+          f"{output:.0f} tokens), pool of {args.pool_tokens} token slots, n={args.n}, "
+          f"beam width {args.beam_width}, preemption by {args.preemption}\n")
+    print(format_table(results))
+    return 0

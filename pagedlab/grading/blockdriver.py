@@ -1,0 +1,279 @@
+"""Drive a block manager through a script of operations, then judge what it reported.
+
+A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4, "ops": [...]}``
+with ops ``["allocate", seq_id, tokens]``, ``["can_allocate", seq_id, tokens]``,
+``["append", seq_id, token]``, ``["fork", parent_id, child_id]`` and ``["free", seq_id]``.
+:func:`run_script` runs it (on the learner's manager in the sandbox, on pagedlab's in the grader)
+and records raw observations after every op. :func:`compare` turns both into views that do not
+depend on *which* free block an implementation picks (block ids are relabelled per step) and
+reports the first step where they differ.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from ..errors import DoubleFree, OutOfBlocks, UnknownSequence
+from ..sequence import Sequence
+from .exercise import Mismatch, short
+
+MAX_ITEMS = 4096           # longest list the driver copies out of a learner's object
+_ERRORS = (OutOfBlocks, DoubleFree, UnknownSequence)
+
+
+# ------------------------------------------------------------------ in the sandbox
+def describe_error(error: BaseException) -> list:
+    """["raised", category, message]: pagedlab's errors by name, anything else with its type."""
+    for kind in _ERRORS:
+        if isinstance(error, kind):
+            return ["raised", kind.__name__, str(error)[:300]]
+    return ["raised", type(error).__name__, str(error)[:300]]
+
+
+def _int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return ["not an int", short(repr(value), 80)]
+    return int(value)
+
+
+def _ints(value: Any) -> Any:
+    try:
+        items = list(value) if len(value) <= MAX_ITEMS else None
+    except Exception:  # noqa: BLE001 - anything a learner returns is data here
+        return ["not a list", short(repr(value), 80)]
+    if items is None:
+        return ["too long", len(value)]
+    return [_int(item) for item in items]
+
+
+def _observe(read: Callable[[], Any], coerce: Callable[[Any], Any]) -> Any:
+    try:
+        return coerce(read())
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - a learner's property may raise anything
+        return describe_error(error)
+
+
+def run_script(make_manager: Callable[[int, int], Any], script: dict,
+               features: frozenset[str]) -> list[dict]:
+    """Run ``script`` on a manager from ``make_manager(num_blocks, block_size)``.
+
+    Returns one raw observation per op (the constructor is step 0): the op's result, the free
+    block count, every live sequence's block table, and, per ``features``, slot mappings
+    ("slots"), token counts ("tokens") and reference counts ("refs").
+    """
+    try:
+        manager = make_manager(script["num_blocks"], script["block_size"])
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001
+        return [{"result": describe_error(error)}]
+    steps = [{"result": ["ok", None]}]
+    live: dict[int, Sequence] = {}
+    for op in script["ops"]:
+        result = _apply(manager, live, op)
+        steps.append({"result": result, **_snapshot(manager, live, features)})
+    return steps
+
+
+def _apply(manager: Any, live: dict[int, Sequence], op: list) -> list:
+    kind, seq_id, arg = op
+    if kind in ("append", "fork", "free") and seq_id not in live:
+        return ["skipped", None]  # its allocate failed, as it may in a random script
+    try:
+        if kind == "allocate":
+            seq = Sequence(seq_id, arg)
+            value = manager.allocate(seq)
+            live[seq_id] = seq
+            return ["ok", value if isinstance(value, int) and not isinstance(value, bool) else None]
+        if kind == "can_allocate":
+            return ["ok", _bool(manager.can_allocate(Sequence(seq_id, arg)))]
+        if kind == "append":
+            copy = manager.append_token(live[seq_id], arg)
+            return ["ok", None if copy is None else _ints(copy)]
+        if kind == "fork":
+            child = manager.fork(live[seq_id], arg)
+            if not isinstance(child, Sequence):
+                return ["ok", ["not a Sequence", short(repr(child), 80)]]
+            live[arg] = child
+            return ["ok", None]
+        if kind == "free":
+            manager.free(live[seq_id])
+            del live[seq_id]
+            return ["ok", None]
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - SystemExit too: it is the learner's
+        return describe_error(error)
+    raise ValueError(f"unknown op {kind!r}")
+
+
+def _bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else ["not a bool", short(repr(value), 80)]
+
+
+def _snapshot(manager: Any, live: dict[int, Sequence], features: frozenset[str]) -> dict:
+    order = sorted(live)
+    shot = {"free": _observe(lambda: manager.num_free_blocks, _int),
+            "tables": {sid: _observe(lambda s=live[sid]: s.block_table, _ints) for sid in order}}
+    if "tokens" in features:
+        shot["tokens"] = {sid: len(live[sid].token_ids) for sid in order}
+    if "slots" in features:
+        shot["slots"] = {sid: _observe(lambda s=live[sid]: manager.slot_mapping(s), _ints)
+                         for sid in order}
+    if "refs" in features:
+        shot["refs"] = {sid: _observe(lambda s=live[sid]: [manager.ref_count(b) for b in s.block_table],
+                                      _ints) for sid in order}
+    return shot
+
+
+# ------------------------------------------------------------------ in the grader
+def describe_op(op: list) -> str:
+    kind, seq_id, arg = op
+    if kind in ("allocate", "can_allocate"):
+        return f"{kind}(seq {seq_id}, {len(arg)} token{'s' if len(arg) != 1 else ''})"
+    if kind == "append":
+        return f"append_token(seq {seq_id}, {arg})"
+    if kind == "fork":
+        return f"fork(seq {seq_id}) -> seq {arg}"
+    return f"free(seq {seq_id})"
+
+
+def _result_view(op: list | None, result: list, features: frozenset[str]) -> str:
+    if result[0] == "skipped":
+        return "skipped (the sequence is not allocated)"
+    if result[0] == "raised":
+        name, message = result[1], result[2]
+        return f"raises {name}" if name in {e.__name__ for e in _ERRORS} else f"raises {name}: {message}"
+    value = result[1]
+    if op is not None and op[0] == "can_allocate":
+        return f"returns {value}"
+    if op is not None and op[0] == "allocate" and "cached" in features:
+        return f"returns {value} (tokens found in the prefix cache)"
+    if op is not None and op[0] == "fork" and value is not None:
+        return f"returns {value[1]}, not a Sequence"
+    return "ok"
+
+
+def _layout_view(tables: dict, num_blocks: int) -> str:
+    """Block tables with ids relabelled a, b, c... in order of first appearance."""
+    labels: dict[int, str] = {}
+    parts = []
+    for sid, table in tables.items():
+        if not isinstance(table, list) or table[:1] in (["raised"], ["not a list"], ["too long"]):
+            parts.append(f"seq {sid}: {short(table, 100)}")
+            continue
+        names = []
+        for block in table:
+            if not isinstance(block, int) or not 0 <= block < num_blocks:
+                return f"seq {sid} holds block {short(block, 40)}, not a block id in [0, {num_blocks})"
+            labels.setdefault(block, _label(len(labels)))
+            names.append(labels[block])
+        parts.append(f"seq {sid}: [{' '.join(names)}]")
+    return "; ".join(parts) or "no live sequences"
+
+
+def _label(index: int) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return letters[index] if index < 26 else f"b{index}"
+
+
+def _slots_view(tables: dict, slots: dict, block_size: int) -> str:
+    for sid, table in tables.items():
+        got = slots.get(sid)
+        if not isinstance(table, list) or not isinstance(got, list):
+            return f"seq {sid}: {short(got, 100)}"
+        length = len(got)
+        expected = [table[p // block_size] * block_size + p % block_size
+                    for p in range(min(length, len(table) * block_size))
+                    if isinstance(table[p // block_size], int)]
+        if got != expected:
+            first = next((p for p, (a, b) in enumerate(zip(got, expected)) if a != b), len(expected))
+            want = expected[first] if first < len(expected) else "nothing (past the last block)"
+            return f"seq {sid}, position {first}: slot {want} from the block table, got {short(got, 60)}"
+    return "matches the block tables (block_table[p // B] * B + p % B)"
+
+
+def _copy_view(op: list, result: list, before: dict, after: dict) -> str:
+    value = result[1] if result[0] == "ok" else None
+    if value is None:
+        return "no copy"
+    sid = op[1]
+    old, new = before.get("tables", {}).get(sid), after.get("tables", {}).get(sid)
+    if (isinstance(value, list) and len(value) == 2 and isinstance(old, list) and old
+            and isinstance(new, list) and new and value == [old[-1], new[-1]] and old[-1] != new[-1]):
+        return "copies the shared last block into a new one"
+    return f"returns {short(value, 40)}; the last block went {short(old, 40)} -> {short(new, 40)}"
+
+
+def views(script: dict, steps: list[dict], features: frozenset[str]) -> list[tuple[str, dict]]:
+    """(step description, {aspect: text}) for every step, comparable across implementations."""
+    out = []
+    header = f"MyBlockManager(num_blocks={script['num_blocks']}, block_size={script['block_size']})"
+    out.append((header, {"result": _result_view(None, steps[0]["result"], features)}))
+    for index, (op, step) in enumerate(zip(script["ops"], steps[1:]), start=1):
+        view = {"result": _result_view(op, step["result"], features),
+                "num_free_blocks": short(step["free"]),
+                "block tables": _layout_view(step["tables"], script["num_blocks"])}
+        if "tokens" in features:
+            view["tokens per sequence"] = short(step["tokens"])
+        if "slots" in features:
+            view["slot_mapping"] = _slots_view(step["tables"], step["slots"], script["block_size"])
+        if "refs" in features:
+            view["ref counts"] = short(step["refs"])
+        if "copy" in features and op[0] == "append":
+            view["copy-on-write"] = _copy_view(op, step["result"], steps[index - 1], step)
+        out.append((f"step {index}: {describe_op(op)}", view))
+    return out
+
+
+def compare(script: dict, expected: list[dict], got: Any, features: frozenset[str]) -> Mismatch | None:
+    """The first step where the learner's manager differs from the reference, or None."""
+    if not isinstance(got, list) or not got or not all(isinstance(step, dict) for step in got):
+        return Mismatch("the whole case", "a list of observations", short(got))
+    try:
+        want, have = views(script, expected, features), views(script, got, features)
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
+        return Mismatch("reading the observations", "well-formed observations", f"{error!r}")
+    for (where, want_view), (_, have_view) in zip(want, have):
+        for aspect, text in want_view.items():
+            if have_view.get(aspect) != text:
+                return Mismatch(f"{where}: {aspect}", text, str(have_view.get(aspect)))
+    if len(have) < len(want):
+        return Mismatch(want[len(have)][0], "an observation", "the script stopped early")
+    return None
+
+
+# ------------------------------------------------------------------ random scripts
+def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
+                  kinds: tuple[str, ...], vocab: int = 50, max_len: int = 14,
+                  prefixes: int = 0) -> dict:
+    """A random but valid script (ops only name live sequences) chosen by the grader."""
+    rng = random.Random(seed)
+    live: list[int] = []
+    next_id = 1
+    common = [[rng.randrange(vocab) for _ in range(block_size * 2)] for _ in range(prefixes)]
+    ops = []
+    while len(ops) < num_ops:
+        kind = rng.choice(kinds)
+        if kind in ("allocate", "can_allocate") or not live:
+            kind = "allocate" if kind not in ("allocate", "can_allocate") else kind
+            tokens = [rng.randrange(vocab) for _ in range(rng.randint(1, max_len))]
+            if common and rng.random() < 0.6:
+                tokens = rng.choice(common)[:rng.randint(1, block_size * 2)] + tokens
+            ops.append([kind, next_id, tokens])
+            if kind == "allocate":
+                live.append(next_id)  # a failed allocate is dropped by the driver's view below
+            next_id += 1
+        elif kind == "append":
+            ops.append(["append", rng.choice(live), rng.randrange(vocab)])
+        elif kind == "fork":
+            ops.append(["fork", rng.choice(live), next_id])
+            live.append(next_id)
+            next_id += 1
+        elif kind == "free":
+            seq_id = rng.choice(live)
+            live.remove(seq_id)
+            ops.append(["free", seq_id, None])
+    return {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}

@@ -1,0 +1,93 @@
+"""What an exercise is to the grader: the names it needs, its cases, and its reference.
+
+Each ``exNN`` module defines ``EXERCISE`` (an :class:`Exercise`), ``cases(seed)`` (the inputs the
+grader chose, as :class:`Case` objects), ``reference()`` (pagedlab's own answer, run only in the
+trusted grader process) and ``compare(case, expected, got)`` (the judge). A case's ``driver`` is a
+function in the same module that feeds the case's inputs to the learner's objects and returns
+plain JSON observations; the grader runs it on the reference too, and compares the two.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+EXERCISE_MODULES = {
+    "ex01": "pagedlab.grading.ex01",
+    "ex02": "pagedlab.grading.ex02",
+    "ex03": "pagedlab.grading.ex03",
+    "ex04": "pagedlab.grading.ex04",
+    "ex05": "pagedlab.grading.ex05",
+    "ex06": "pagedlab.grading.ex06",
+    "ex07": "pagedlab.grading.ex07",
+}
+
+
+class UnknownExercise(KeyError):
+    """The exercise id is not one of the course's exercises."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One graded case: inputs the grader chose, fed to the learner's code by ``driver``."""
+
+    name: str
+    hint: str             # shown when the case fails: what to look at
+    driver: str           # name of the driver function in the exercise module
+    data: Any             # JSON-ready inputs
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """An exercise's contract with the grader.
+
+    ``names``: keyword of ``check`` -> variable the notebook defines (``{"BlockManager":
+    "MyBlockManager"}``). ``forbidden``: pagedlab objects that *are* the answer (module ->
+    names); handing them in, wrapping them or calling them counts as not solved.
+    ``preload``: modules the grader imports before the learner's code runs.
+    """
+
+    id: str
+    title: str
+    names: dict[str, str]
+    forbidden: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    preload: tuple[str, ...] = ()
+    case_timeout: float = 10.0     # seconds per case (``--timeout`` overrides)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Where a learner's observations first differ from the reference's."""
+
+    where: str
+    expected: str
+    got: str
+
+
+def exercise_ids() -> list[str]:
+    return list(EXERCISE_MODULES)
+
+
+def load(exercise_id: str) -> ModuleType:
+    """The module of one exercise (``"ex01"``, or a notebook stem like ``"ex01_block_manager"``)."""
+    key = str(exercise_id)[:4].lower()
+    if key not in EXERCISE_MODULES:
+        raise UnknownExercise(f"unknown exercise {exercise_id!r}: the exercises are "
+                              f"{', '.join(EXERCISE_MODULES)}")
+    return import_module(EXERCISE_MODULES[key])
+
+
+def as_json(value: Any) -> Any:
+    """The value as it looks after a JSON round trip (tuples -> lists, int keys -> str)."""
+    return json.loads(json.dumps(value))
+
+
+def short(value: Any, limit: int = 160) -> str:
+    """A one-line, length-capped description of a value for the report."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

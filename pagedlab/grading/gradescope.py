@@ -1,0 +1,77 @@
+"""Gradescope: the ``results.json`` it reads, and the autograder files an instructor uploads.
+
+results.json (Gradescope's format): top-level ``score``, ``execution_time``, ``output``, and
+``tests``, one per case, each with ``name``, ``score``, ``max_score``, ``output``, ``visibility``.
+"""
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from .report import Report
+
+OUTPUT_CHARS = 4000     # of what a notebook printed, in the top-level output
+
+
+def results(reports: list[Report], seconds: float, problems: list[str] = ()) -> dict:
+    tests = []
+    for report in reports:
+        for case in report.cases:
+            tests.append({"name": f"{report.exercise} {report.title}: {case.name}",
+                          "score": case.score, "max_score": case.max_score,
+                          "output": case.message, "visibility": "visible"})
+    lines = [report.heading() for report in reports]
+    for report in reports:
+        lines += [f"{report.exercise} note: {note}" for note in report.notes]
+        if report.output.strip():
+            printed = report.output[:OUTPUT_CHARS]
+            lines += [f"{report.exercise} printed (first {len(printed)} characters):", printed]
+    lines += list(problems)
+    return {"score": sum(report.score for report in reports),
+            "execution_time": int(round(seconds)),
+            "output": "\n".join(lines) or "no exercise notebooks found in the submission",
+            "tests": tests}
+
+
+def write_results(path: str | Path, reports: list[Report], seconds: float,
+                  problems: list[str] = ()) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results(reports, seconds, problems), indent=2) + "\n",
+                    encoding="utf-8")
+
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once to build the autograder image (Ubuntu, as root).
+set -euo pipefail
+apt-get update -qq && apt-get install -y -qq python3 python3-pip python3-venv >/dev/null
+python3 -m venv /opt/pagedlab
+# torch's CPU wheel first, so pip does not pull a multi-gigabyte CUDA build.
+/opt/pagedlab/bin/pip install -q --index-url https://download.pytorch.org/whl/cpu torch
+/opt/pagedlab/bin/pip install -q "pagedlab @ {install_url}"
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for every submission: grade the notebooks the student uploaded.
+set -uo pipefail
+mkdir -p /autograder/results
+cd /autograder/submission
+/opt/pagedlab/bin/pagedlab grade . --gradescope /autograder/results/results.json {options}
+"""
+
+
+def write_autograder(folder: str | Path, options: str = "") -> list[Path]:
+    """Write ``setup.sh`` and ``run_autograder`` (zip them and upload to Gradescope)."""
+    from ..course import install_url
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("setup.sh", SETUP_SH.format(install_url=install_url())),
+                       ("run_autograder", RUN_AUTOGRADER.format(options=options).rstrip() + "\n")):
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        written.append(path)
+    return written

@@ -1,0 +1,160 @@
+"""Hostile or broken submissions earn nothing they did not solve, and grading still finishes.
+
+Each test hands the grader an ex01 notebook (the solution or the unsolved exercise) with cells
+added, and checks the verdict of every case.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from pagedlab.grading.runner import Limits, grade_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = ROOT / "solutions" / "ex01_block_manager.ipynb"
+EXERCISE = ROOT / "exercises" / "ex01_block_manager.ipynb"
+FAST = Limits(case_timeout=3.0, setup_timeout=20.0)
+
+
+def submission(tmp_path, base: Path, *cells: str, before_answer: bool = False,
+               replace_answer: str | None = None) -> Path:
+    """ex01 notebook ``base`` with code ``cells`` added after the answer cell (or before it)."""
+    notebook = json.loads(base.read_text())
+    answer = next(i for i, c in enumerate(notebook["cells"])
+                  if "class MyBlockManager" in "".join(c["source"]))
+    if replace_answer is not None:
+        notebook["cells"][answer]["source"] = replace_answer
+    new = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+            "source": text} for text in cells]
+    at = answer if before_answer else answer + 1
+    notebook["cells"][at:at] = new
+    path = tmp_path / "ex01_block_manager.ipynb"
+    path.write_text(json.dumps(notebook))
+    return path
+
+
+def grade(path, limits=FAST):
+    report = grade_notebook(path, limits, seed=1)
+    assert len(report.cases) == 6   # every case is reported, whatever happened
+    return report
+
+
+def test_printing_a_passing_table_or_results_file_earns_nothing(tmp_path):
+    fake = ("print('ex01: 6/6 cases passed\\n  [PASS] every case')\n"
+            "import json\nprint(json.dumps({'score': 100, 'tests': [{'score': 1, 'max_score': 1}]}))")
+    report = grade(submission(tmp_path, EXERCISE, fake))
+    assert report.score == 0
+    assert "6/6 cases passed" in report.output   # captured, and ignored
+
+
+def test_sys_exit_at_import_is_reported_and_grading_goes_on(tmp_path):
+    report = grade(submission(tmp_path, EXERCISE, "import sys\nsys.exit(0)"))
+    assert report.score == 0
+    assert any("SystemExit" in note for note in report.notes)
+    assert all("NotImplementedError" in case.got for case in report.cases)
+
+
+def test_os_exit_at_import_fails_every_case_with_the_reason(tmp_path):
+    report = grade(submission(tmp_path, SOLUTION, "import os\nos._exit(0)"))
+    assert report.score == 0
+    assert all("exited with status 0" in case.got for case in report.cases)
+
+
+def test_an_exception_at_import_names_the_cell(tmp_path):
+    report = grade(submission(tmp_path, SOLUTION, "raise RuntimeError('boom')", before_answer=True))
+    assert report.score == 6   # later cells still ran: the answer is defined
+    assert any("RuntimeError: boom" in note for note in report.notes)
+    broken = grade(submission(tmp_path, EXERCISE, "", replace_answer="raise ValueError('no class')"))
+    assert broken.score == 0
+    assert all("defines no MyBlockManager" in c.got and "ValueError" in c.got for c in broken.cases)
+
+
+def test_an_endless_loop_times_out_that_case_only(tmp_path):
+    loop = ("def endless(self, seq):\n    while True:\n        pass\n"
+            "MyBlockManager.can_allocate = endless")
+    report = grade(submission(tmp_path, SOLUTION, loop))
+    verdicts = {case.name: case for case in report.cases}
+    timed_out = [c for c in report.cases if "timed out" in c.got]
+    assert [c.name for c in timed_out] == ["can_allocate says whether allocate would succeed",
+                                           "random allocations and frees (seed 1)"]
+    assert report.score == 4 and all(c.passed for c in verdicts.values() if c not in timed_out)
+
+
+def test_os_exit_inside_a_case_fails_that_case_only(tmp_path):
+    die = "import os\nMyBlockManager.can_allocate = lambda self, seq: os._exit(3)"
+    report = grade(submission(tmp_path, SOLUTION, die))
+    assert report.score == 4   # the two cases that call can_allocate
+    assert all("exited with status 3" in c.got for c in report.cases if not c.passed)
+
+
+def test_megabytes_of_output_are_truncated(tmp_path):
+    noisy = ("print('x' * 5_000_000)\n_allocate = MyBlockManager.allocate\n"
+             "def allocate(self, seq):\n    print('y' * 100_000)\n    return _allocate(self, seq)\n"
+             "MyBlockManager.allocate = allocate")
+    report = grade(submission(tmp_path, SOLUTION, noisy))
+    assert report.score == 6
+    assert len(report.output) <= FAST.output_bytes
+    assert any("printed" in note and "keeps the first" in note for note in report.notes)
+
+
+@pytest.mark.parametrize("patch", [
+    "pl.check = lambda *args, **kwargs: print('all passed')",
+    "import pagedlab.grading.judge as judge\njudge.verdict = lambda *a, **k: None",
+    "import pagedlab.grading.blockdriver as driver\ndriver.run_script = lambda *a, **k: []",
+    "import pagedlab.errors\npagedlab.errors.OutOfBlocks = Exception",
+    "import pagedlab.grading.blockdriver as driver\ndriver.compare.__code__ = (lambda *a: None).__code__",
+])
+def test_patching_pagedlab_inside_the_submission_earns_nothing(tmp_path, patch):
+    report = grade(submission(tmp_path, EXERCISE, "import pagedlab as pl\n" + patch))
+    assert report.score == 0
+    assert all("changed pagedlab" in case.got for case in report.cases)
+
+
+@pytest.mark.parametrize("answer, says", [
+    ("import pagedlab as pl\nMyBlockManager = pl.BlockManager", "is pagedlab's own"),
+    ("from pagedlab.blocks import BlockManager as Mine\nMyBlockManager = Mine", "is pagedlab's own"),
+    ("import pagedlab as pl\nclass MyBlockManager(pl.BlockManager):\n    pass", "subclasses"),
+    ("import pagedlab as pl\nclass MyBlockManager:\n    allocate = pl.BlockManager.allocate\n",
+     "uses pagedlab's code"),
+    ("import pagedlab as pl\n"
+     "class MyBlockManager:\n"
+     "    def __init__(self, *args):\n        self.inner = pl.BlockManager(*args)\n"
+     "    def __getattr__(self, name):\n        return getattr(self.inner, name)\n",
+     "called pagedlab's own pagedlab.blocks.BlockManager.__init__"),
+    ("import importlib.util, pagedlab.blocks\n"
+     "spec = importlib.util.spec_from_file_location('pagedlab.copy', pagedlab.blocks.__file__)\n"
+     "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
+     "MyBlockManager = module.BlockManager", "defines no MyBlockManager"),
+    ("import inspect, pagedlab.blocks\nexec(inspect.getsource(pagedlab.blocks))\n"
+     "MyBlockManager = BlockManager", "defines no MyBlockManager"),
+])
+def test_handing_in_pagedlabs_own_block_manager_is_not_solved(tmp_path, answer, says):
+    report = grade(submission(tmp_path, EXERCISE, "", replace_answer=answer))
+    assert report.score == 0
+    assert all(says in case.got for case in report.cases), report
+
+
+def test_reading_the_reference_source_is_reported(tmp_path):
+    answer = ("import pagedlab.blocks\nsource = open(pagedlab.blocks.__file__).read()")
+    report = grade(submission(tmp_path, SOLUTION, answer))
+    assert any("read pagedlab's own source" in note for note in report.notes)
+
+
+def test_writing_on_the_private_channel_voids_the_results(tmp_path):
+    forge = ("import os, json\nfor fd in range(3, 256):\n"
+             "    try:\n        os.write(fd, b'PLG1' + b'0' * 16 + json.dumps({'type': 'case'}).encode())\n"
+             "    except OSError:\n        pass")
+    report = grade(submission(tmp_path, SOLUTION, forge))
+    assert report.score == 0
+    assert all("tampered" in case.got for case in report.cases)
+
+
+def test_other_processes_and_gc_walks_are_switched_off(tmp_path):
+    escape = ("import subprocess, sys, gc\n"
+              "for attempt in (lambda: subprocess.run([sys.executable, '-c', 'print(1)']),\n"
+              "                lambda: gc.get_objects()):\n"
+              "    try:\n        attempt()\n        print('ESCAPED')\n"
+              "    except PermissionError as error:\n        print('blocked:', error)")
+    report = grade(submission(tmp_path, SOLUTION, escape))
+    assert report.score == 6
+    assert "ESCAPED" not in report.output and report.output.count("blocked:") == 2

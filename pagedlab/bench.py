@@ -140,29 +140,41 @@ def copy_bandwidth(device, nbytes: int) -> float:
     return 2 * nbytes / (time_ms(lambda: dst.copy_(src), device) / 1000)
 
 
-def run(shapes, device, flex: bool, flex_budget_s: float = 90.0) -> dict:
+def run(shapes, device, flex: bool, save=None, flex_budget_s: float = 60.0) -> dict:
+    """Benchmark every (batch, context) in `shapes`; call save(report) after each one."""
     import torch
 
     import triton
 
-    dtype = torch.float16
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()} (Triton interpreter)"
     copy_bw = copy_bandwidth(device, 1 << 30 if device.type == "cuda" else 1 << 26)
-    rows, flex_spent = [], 0.0
+    rows: list[dict] = []
+    report = {"device": name, "torch": torch.__version__, "triton": triton.__version__,
+              "dtype": "float16", "block_size": BLOCK_SIZE, "head_dim": HEAD_DIM,
+              "num_heads": NUM_HEADS, "num_kv_heads": NUM_KV_HEADS,
+              "copy_bandwidth_GBps": copy_bw / 1e9, "results": rows, "targets": None}
+    flex_spent, flex_failed = 0.0, False
     for batch, context in shapes:
-        inputs = make_inputs(batch, context, dtype, device)
+        inputs = make_inputs(batch, context, torch.float16, device)
         moved = (2 * inputs["k_cache"].nbytes + 2 * inputs["q"].nbytes
                  + inputs["block_tables"].nbytes)  # K and V once, q in, out
-        use_flex = flex and flex_spent < flex_budget_s
+        use_flex = flex and not flex_failed and flex_spent < flex_budget_s
+        if flex and not use_flex:
+            rows.append({"batch": batch, "context": context, "method": "flex paged",
+                         "error": "skipped: it failed before or used up its time budget"})
         started = time.perf_counter()
         try:
             candidates = methods(inputs, use_flex)
         except Exception as error:  # noqa: BLE001  (flex setup on an older torch)
-            candidates = methods(inputs, False)
+            candidates, flex_failed = methods(inputs, False), True
             rows.append({"batch": batch, "context": context, "method": "flex paged",
                          "error": f"{type(error).__name__}: {error}"[:300]})
         expected = candidates["sdpa contiguous"]().float()
-        for name, fn in candidates.items():
-            row = {"batch": batch, "context": context, "method": name}
+        for method, fn in candidates.items():
+            row = {"batch": batch, "context": context, "method": method}
             try:
                 row["max_abs_error"] = float((fn().float() - expected).abs().max())
                 row["ms"] = time_ms(fn, device)
@@ -170,19 +182,17 @@ def run(shapes, device, flex: bool, flex_budget_s: float = 90.0) -> dict:
                 row["copy_fraction"] = moved / (row["ms"] / 1000) / copy_bw
             except Exception as error:  # noqa: BLE001  (report it; the other methods still run)
                 row["error"] = f"{type(error).__name__}: {error}"[:300]
+                flex_failed = flex_failed or method == "flex paged"
             rows.append(row)
         if use_flex:
             flex_spent += time.perf_counter() - started
-        del inputs, candidates
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU {platform.processor() or platform.machine()} (Triton interpreter)"
-    return {"device": name, "torch": torch.__version__, "triton": triton.__version__,
-            "dtype": "float16", "block_size": BLOCK_SIZE, "head_dim": HEAD_DIM,
-            "num_heads": NUM_HEADS, "num_kv_heads": NUM_KV_HEADS,
-            "copy_bandwidth_GBps": copy_bw / 1e9, "results": rows,
-            "targets": check_targets(rows) if device.type == "cuda" else None}
+        del inputs, candidates, expected
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            report["targets"] = check_targets(rows)
+        if save is not None:
+            save(report)
+    return report
 
 
 def check_targets(rows: list[dict]) -> dict:
@@ -244,6 +254,11 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def stem(report: dict) -> str:
+    """File name for a report: bench_ and the device name, e.g. bench_nvidia_h100_80gb_hbm3."""
+    return "bench_" + re.sub(r"[^a-z0-9]+", "_", report["device"].lower()).strip("_")[:60]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pagedlab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results", help="folder for JSON and PNG")
@@ -267,12 +282,14 @@ def main(argv: list[str] | None = None) -> int:
               "Its times say nothing about GPU speed; run this on a GPU for the real benchmark.")
         shapes = CPU_SHAPES
     torch.manual_seed(0)
-    report = run(shapes, device, flex=device.type == "cuda" and not args.no_flex)
-    print(table(report))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_" + re.sub(r"[^a-z0-9]+", "_", report["device"].lower()).strip("_")[:60]
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out / f"{stem}.png")
-    print(f"wrote {out / stem}.json and .png")
+
+    def save(report: dict) -> None:  # after every shape, so a cut-short run still leaves data
+        (out / f"{stem(report)}.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot(report, out / f"{stem(report)}.png")
+
+    report = run(shapes, device, flex=device.type == "cuda" and not args.no_flex, save=save)
+    print(table(report))
+    print(f"wrote {out / stem(report)}.json and .png")
     return 0

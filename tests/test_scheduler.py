@@ -402,7 +402,7 @@ def test_finished_must_name_scheduled_sequences():
 
 @pytest.mark.parametrize("preemption", ["recompute", "swap"])
 def test_beams_that_all_follow_one_parent_never_run_out_of_reserved_blocks(preemption):
-    bm, sched = make(num_blocks=14, preemption=preemption, num_cpu_blocks=0, max_num_seqs=12)
+    bm, sched = make(num_blocks=24, preemption=preemption, num_cpu_blocks=0, max_num_seqs=12)
     for i in range(1, 9):
         sched.add(prompt(i, 3 + i), max_new_tokens=9, beam_width=4)
 
@@ -414,3 +414,4 @@ def test_beams_that_all_follow_one_parent_never_run_out_of_reserved_blocks(preem
 
     done = drive(sched, bm, tokens=tokens)
     assert len(done) == 8 and bm.num_used_blocks == 0
+    assert sched.num_preemptions > 0

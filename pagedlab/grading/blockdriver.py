@@ -199,7 +199,7 @@ def _copy_view(op: list, result: list, before: dict, after: dict) -> str:
     value = result[1] if result[0] == "ok" else None
     if value is None:
         return "no copy"
-    sid = op[1]
+    sid = str(op[1])   # observations went through JSON: keys are strings
     old, new = before.get("tables", {}).get(sid), after.get("tables", {}).get(sid)
     if (isinstance(value, list) and len(value) == 2 and isinstance(old, list) and old
             and isinstance(new, list) and new and value == [old[-1], new[-1]] and old[-1] != new[-1]):

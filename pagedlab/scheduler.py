@@ -179,8 +179,12 @@ class Scheduler:
         self._check_fits(group, self._blocks_to_admit(group))
         if max_new_tokens is not None:
             group.stop_len = seq.prompt_len + max_new_tokens
-            final_len = len(seq.token_ids) + max_new_tokens
-            self._check_fits(group, -(-final_len // self.block_manager.block_size), grow=True)
+            # At the end: n samples share the prompt's full blocks and own the rest (beams
+            # may share more, so one sequence is all they surely need).
+            size = self.block_manager.block_size
+            per_seq = -(-(len(seq.token_ids) + max_new_tokens) // size)
+            shared = len(seq.token_ids) // size
+            self._check_fits(group, shared + n * (per_seq - shared), grow=True)
         group.order = next(self._order)
         self._groups[seq.seq_id] = group
         self.waiting.append(group)

@@ -19,6 +19,7 @@ See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import paged_attention, paged_prefill_reference
+from .attention import paged_attention
 from .errors import InvalidConfig
 from .sampling import SamplingParams, make_generator, sample
 
@@ -61,7 +62,7 @@ class PagedBatch:
     """One engine step's tokens, packed, and where their K/V live in the paged cache.
 
     Sequence i brings its last ``query_lens[i]`` tokens of ``context_lens[i]``; the ones before
-    are already in the cache. A slot of -1 means "do not store" (K/V already cached).
+    are already in the cache. A slot of -1 means "do not store".
     """
 
     input_ids: torch.Tensor  # (num_tokens,) the new tokens of every sequence, one after another
@@ -70,11 +71,59 @@ class PagedBatch:
     block_tables: torch.Tensor  # (num_seqs, max_blocks) int32, padded with -1
     context_lens: torch.Tensor  # (num_seqs,) int32 tokens each sequence attends to
     query_lens: list[int]  # (num_seqs,) new tokens per sequence
+    block_size: int = 16  # tokens per block of the cache
     backend: str | None = None  # store and decode kernels: "triton", "torch" or None (choose)
 
     @property
     def is_decode(self) -> bool:
         return len(self.query_lens) == self.input_ids.shape[0]  # one new token per sequence
+
+    @functools.cached_property
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each packed token sits when padded to (num_seqs, T), and what it may see.
+
+        Returns seq_of (N,), row (N,), visible (S, T, L) over the L = max_blocks * block_size
+        slots its table reaches, and the table (S, max_blocks) with padding pointing at block 0.
+        Computed once per step, shared by every layer.
+        """
+        device, S = self.input_ids.device, len(self.query_lens)
+        query_lens = torch.tensor(self.query_lens, device=device)  # (S,)
+        seq_of = torch.repeat_interleave(torch.arange(S, device=device), query_lens)  # (N,)
+        starts = query_lens.cumsum(0) - query_lens  # (S,) first packed row of each sequence
+        row = torch.arange(len(seq_of), device=device) - starts[seq_of]  # (N,)
+        q_pos = (self.context_lens.long() - query_lens)[:, None] \
+            + torch.arange(max(self.query_lens), device=device)  # (S, T) positions of the queries
+        L = self.block_tables.shape[1] * self.block_size
+        k_pos = torch.arange(L, device=device)  # (L,) positions the table reaches
+        visible = k_pos[None, None, :] <= q_pos[:, :, None]  # (S, T, L) causal, and hides padding
+        return seq_of, row, visible, self.block_tables.clamp(min=0).long()
+
+
+def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                          batch: PagedBatch) -> torch.Tensor:
+    """Paged attention for every sequence at once in plain torch: gather blocks, pad, mask.
+
+    The same numbers as ``pagedlab.paged_prefill_reference`` (which loops over sequences), in a
+    few batched operations, so it serves on a CPU. q: (N, nh, hs) packed new tokens -> (N, nh, hs).
+    """
+    N, nh, hs = q.shape
+    n_kv = k_cache.shape[2]
+    seq_of, row, visible, table = batch.grid  # (N,), (N,), (S, T, L), (S, max_blocks)
+    S, T = visible.shape[:2]
+    if batch.is_decode:
+        qp = q.view(S, 1, nh, hs)  # (S, 1, nh, hs) one query per sequence already
+    else:
+        qp = q.new_zeros(S, T, nh, hs)  # (S, T, nh, hs) queries padded to the longest
+        qp[seq_of, row] = q
+    k = k_cache[table].flatten(1, 2)  # (S, L, n_kv, hs) every block of every table, in order
+    v = v_cache[table].flatten(1, 2)  # (S, L, n_kv, hs)
+    if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
+        k = k.repeat_interleave(nh // n_kv, dim=2)  # (S, L, nh, hs)
+        v = v.repeat_interleave(nh // n_kv, dim=2)  # (S, L, nh, hs)
+    y = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       attn_mask=visible[:, None])  # (S, nh, T, hs)
+    y = y.transpose(1, 2)  # (S, T, nh, hs)
+    return y.reshape(N, nh, hs) if batch.is_decode else y[seq_of, row]  # (N, nh, hs) packed
 
 
 class CausalSelfAttention(nn.Module):
@@ -109,12 +158,11 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(N, self.n_head, self.head_dim)  # (N, nh, hs)
         kv_cache.write(layer, k, v, batch.slot_mapping, backend=batch.backend)  # the store kernel
         k_cache, v_cache = kv_cache[layer]  # (num_blocks, block_size, nh, hs) each
-        if batch.is_decode:  # one query per sequence: the decode kernel
+        if batch.is_decode and batch.backend != "torch":  # one query per sequence: the kernel
             y = paged_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens,
                                 backend=batch.backend)  # (N, nh, hs)
-        else:  # prompts: causal over their own tokens and any cached prefix
-            y = paged_prefill_reference(q, k_cache, v_cache, batch.block_tables,
-                                        batch.context_lens, batch.query_lens)  # (N, nh, hs)
+        else:  # prompts (causal over their tokens and any cached prefix), or decode in torch
+            y = paged_attention_torch(q, k_cache, v_cache, batch)  # (N, nh, hs)
         return self.c_proj(y.reshape(N, C))  # (N, C)
 
 
@@ -253,8 +301,8 @@ def naive_generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 1
                             seed=seed)
     check_prompts(prompts, model.config, max_new_tokens)
     outputs = []
-    for index, prompt in enumerate(prompts):
-        generator = None if params.greedy else make_generator(seed, index)
+    for index, prompt in enumerate(prompts):  # prompt i samples with seed + i, as the engine does
+        generator = None if params.greedy else make_generator(None if seed is None else seed + index)
         tokens = list(prompt)
         for _ in range(max_new_tokens):
             idx = torch.tensor([tokens], device=model.device)  # (1, T)

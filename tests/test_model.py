@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import pagedlab as pl  # noqa: E402
-from pagedlab.model import PagedBatch  # noqa: E402
+from pagedlab.model import PagedBatch, paged_attention_torch  # noqa: E402
 
 VOCAB = 512
 
@@ -124,7 +124,7 @@ def test_paged_forward_equals_contiguous(model):
     batch = PagedBatch(
         input_ids=torch.tensor(prompts[0] + prompts[1]), positions=torch.tensor([*range(6), *range(3)]),
         slot_mapping=torch.tensor(slots), block_tables=torch.tensor(tables, dtype=torch.int32),
-        context_lens=torch.tensor([6, 3], dtype=torch.int32), query_lens=[6, 3], backend="torch")
+        context_lens=torch.tensor([6, 3], dtype=torch.int32), query_lens=[6, 3], block_size=4, backend="torch")
     with torch.no_grad():
         logits = model.forward_paged(batch, cache)  # (2, vocab)
         for row, prompt in enumerate(prompts):
@@ -133,10 +133,25 @@ def test_paged_forward_equals_contiguous(model):
             input_ids=torch.tensor([11, 12]), positions=torch.tensor([6, 3]),
             slot_mapping=torch.tensor([2 * 4 + 2, 7 * 4 + 3]),  # position 6 -> block 2, row 2
             block_tables=torch.tensor(tables, dtype=torch.int32),
-            context_lens=torch.tensor([7, 4], dtype=torch.int32), query_lens=[1, 1], backend="torch")
+            context_lens=torch.tensor([7, 4], dtype=torch.int32), query_lens=[1, 1], block_size=4, backend="torch")
         logits = model.forward_paged(decode, cache)
         torch.testing.assert_close(logits[0], model(torch.tensor([prompts[0] + [11]]))[0, -1])
         torch.testing.assert_close(logits[1], model(torch.tensor([prompts[1] + [12]]))[0, -1])
+
+
+def test_batched_torch_attention_equals_the_paged_reference():
+    """paged_attention_torch (all sequences at once) = paged_prefill_reference (one by one),
+    with a cached prefix, a partial last block, padding in the tables and grouped-query heads."""
+    torch.manual_seed(0)
+    k_cache, v_cache = torch.randn(2, 10, 4, 2, 8).unbind(0)  # (blocks, block_size, kv_heads, hs)
+    tables = torch.tensor([[3, 7, 1], [9, -1, -1], [0, 5, -1]], dtype=torch.int32)
+    context_lens, query_lens = torch.tensor([11, 4, 5], dtype=torch.int32), [3, 4, 1]
+    q = torch.randn(sum(query_lens), 6, 8)  # (N, nh, hs): 6 query heads over 2 KV heads
+    batch = PagedBatch(input_ids=torch.zeros(len(q), dtype=torch.long), positions=None,
+                       slot_mapping=None, block_tables=tables, context_lens=context_lens,
+                       query_lens=query_lens, block_size=4)
+    expected = pl.paged_prefill_reference(q, k_cache, v_cache, tables, context_lens, query_lens)
+    torch.testing.assert_close(paged_attention_torch(q, k_cache, v_cache, batch), expected)
 
 
 def test_import_pagedlab_stays_light():

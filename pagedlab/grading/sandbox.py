@@ -169,22 +169,19 @@ class Guard:
                     self.violation(f"changed pagedlab: pagedlab.{key} was replaced")
 
 
-def _frames(error: BaseException, cells: dict[str, str], limit: int = 6) -> str:
-    """A short traceback naming the learner's cells (source lines only from the cells)."""
-    lines = []
-    for frame, lineno in traceback.walk_tb(error.__traceback__):
-        filename = frame.f_code.co_filename
-        text = ""
-        if filename in cells:
-            cell_lines = cells[filename].splitlines()
-            text = cell_lines[lineno - 1].strip() if 0 < lineno <= len(cell_lines) else ""
-        lines.append(f"{filename}, line {lineno}, in {frame.f_code.co_name}: {text}".rstrip(": "))
-    return " <- ".join(reversed(lines[-limit:]))
-
-
 def describe(error: BaseException, cells: dict[str, str]) -> str:
-    where = _frames(error, cells)
-    return f"{type(error).__name__}: {str(error)[:400]}" + (f" (at {where})" if where else "")
+    """``Type: message (cell N, line L, in function)``: where in the learner's cells it happened."""
+    frames = [(frame.f_code, lineno) for frame, lineno in traceback.walk_tb(error.__traceback__)]
+    where = []
+    mine = [(code, lineno) for code, lineno in frames if code.co_filename in cells]
+    if mine:
+        code, lineno = mine[-1]
+        where.append(f"{code.co_filename[1:-1]}, line {lineno}, in {code.co_name}")
+    if frames and frames[-1][0].co_filename not in cells:
+        code = frames[-1][0]
+        where.append(f"inside {code.co_name} of {os.path.basename(code.co_filename)}")
+    text = f"{type(error).__name__}: {str(error)[:400]}"
+    return text + (f" ({'; '.join(where)})" if where else "")
 
 
 def main(argv: list[str]) -> None:

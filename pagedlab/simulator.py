@@ -16,7 +16,9 @@ served, as the paper's Orca baselines did. After every step the pool is split in
   paged, where any free block will do);
 - the rest is idle (free, and usable).
 
-Each is averaged over all steps. See notebooks/03_where_memory_goes.ipynb.
+Each is averaged over the busy steps, while some request still waits for memory (the drain at
+the end, when the pool empties because nobody needs it, is left out; see ``SimResult``).
+See notebooks/03_where_memory_goes.ipynb.
 """
 from __future__ import annotations
 
@@ -27,86 +29,14 @@ import os
 import random
 import sys
 from collections import deque
-from dataclasses import dataclass, field
 
 from .blocks import BlockManager
+from .breakdown import SimResult, Timeline, format_table, idle_steps, summarize
 from .contiguous import ContiguousAllocator
 from .errors import InvalidConfig, OutOfBlocks
 from .scheduler import PREEMPTION_MODES, Scheduler
 from .sequence import Sequence
 from .workloads import Request
-
-
-@dataclass
-class Timeline:
-    """Per-step arrays for plots (index = step); fractions are of the whole pool."""
-
-    batch_size: list[int] = field(default_factory=list)      # sequences computed in the step
-    waiting: list[int] = field(default_factory=list)         # requests arrived and not running
-    token_states: list[float] = field(default_factory=list)
-    reserved: list[float] = field(default_factory=list)
-    internal_fragmentation: list[float] = field(default_factory=list)
-    external_fragmentation: list[float] = field(default_factory=list)
-    usage: list[float] = field(default_factory=list)         # held by some request
-    finished: list[int] = field(default_factory=list)        # requests finished in the step
-    preemptions: list[int] = field(default_factory=list)     # requests preempted so far
-    blocks_used: list[int] = field(default_factory=list)     # paged: physical blocks in use
-    blocks_unshared: list[int] = field(default_factory=list)  # paged: the same without sharing
-
-
-@dataclass
-class SimResult:
-    """Where the memory went and what it bought. See notebooks/03_where_memory_goes.ipynb.
-
-    Fractions of the pool and the mean batch size are averaged over the *busy* steps: from the
-    start until the last step in which a request was still waiting for memory. The drain after
-    it (the last requests finishing, the pool emptying because nobody needs it) says nothing
-    about the memory manager; it is in ``timeline`` and in ``steps``.
-    """
-
-    token_states: float
-    reserved: float
-    internal_fragmentation: float
-    external_fragmentation: float
-    sharing_saving: float       # blocks saved by sharing / blocks needed without sharing
-    mean_batch_size: float      # sequences per step
-    max_batch_size: int
-    steps: int                  # all steps, drain included
-    finished: int               # requests finished
-    preemptions: int            # requests preempted (each time)
-    prefix_hit_rate: float      # prompt tokens found in the prefix cache / tokens looked up
-    timeline: Timeline
-    memory: str = ""            # which memory manager, in words
-    generated_tokens: int = 0   # output tokens of the finished sequences
-    busy_steps: int = 0         # the steps the averages cover
-
-    @property
-    def idle(self) -> float:
-        """Fraction of the pool free and usable."""
-        return max(0.0, 1.0 - self.token_states - self.reserved
-                   - self.internal_fragmentation - self.external_fragmentation)
-
-    @property
-    def throughput(self) -> float:
-        """Requests finished per step."""
-        return self.finished / self.steps if self.steps else 0.0
-
-
-def _result(tl: Timeline, busy_steps: int, **fields) -> SimResult:
-    """Average the timeline over its busy steps into a SimResult."""
-    window = max(busy_steps, 1)
-
-    def mean(values: list) -> float:
-        return sum(values[:window]) / window
-
-    unshared = sum(tl.blocks_unshared[:window])
-    return SimResult(
-        token_states=mean(tl.token_states), reserved=mean(tl.reserved),
-        internal_fragmentation=mean(tl.internal_fragmentation),
-        external_fragmentation=mean(tl.external_fragmentation),
-        sharing_saving=(unshared - sum(tl.blocks_used[:window])) / unshared if unshared else 0.0,
-        mean_batch_size=mean(tl.batch_size), max_batch_size=max(tl.batch_size, default=0),
-        steps=len(tl.batch_size), timeline=tl, busy_steps=busy_steps, **fields)
 
 
 def _describe(memory) -> str:
@@ -125,6 +55,9 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
     survive. Steps are the time unit. ``progress`` shows a tqdm bar (never when the environment
     sets PAGEDLAB_PROGRESS=0, as the tests do). See notebooks/03_where_memory_goes.ipynb.
     """
+    if not all(isinstance(r, Request) for r in requests):
+        raise TypeError("requests must be pagedlab.Request objects, e.g. from "
+                        "pl.workloads.sharegpt_like(n, seed)")
     requests = sorted(requests, key=lambda r: r.arrival)
     if len({r.request_id for r in requests}) != len(requests):
         raise InvalidConfig("request ids must be unique")
@@ -157,15 +90,6 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
             bar.close()
 
 
-def _idle_steps(tl: Timeline, count: int, preemptions: int, paged: bool) -> None:
-    """Steps with nothing to run (waiting for the next arrival)."""
-    for name, values in vars(tl).items():
-        if name == "preemptions":
-            values.extend([preemptions] * count)
-        elif paged or not name.startswith("blocks_"):
-            values.extend([0] * count)
-
-
 def _beam_tokens(group, rng: random.Random) -> list:
     """Which beams survive a step: each of the k new beams picks a parent beam at random."""
     parents = [rng.randrange(len(group.seqs)) for _ in range(group.beam_width)]
@@ -191,7 +115,7 @@ def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, pre
                       n=n, beam_width=beam_width)
         if not sched.has_unfinished():  # nothing to do until the next arrival
             gap = max(1, math.ceil(requests[j].arrival) - step)
-            _idle_steps(tl, gap, sched.num_preemptions, paged=True)
+            idle_steps(tl, gap, sched.num_preemptions, paged=True)
             step += gap
             continue
         if sched.waiting or sched.swapped:
@@ -235,7 +159,7 @@ def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, pre
             bar.update(len(done))
         step += 1
     hit_rate = bm.prefix_hit_tokens / bm.prefix_query_tokens if bm.prefix_query_tokens else 0.0
-    return _result(tl, busy_steps, finished=finished, preemptions=sched.num_preemptions,
+    return summarize(tl, busy_steps, finished=finished, preemptions=sched.num_preemptions,
                    prefix_hit_rate=hit_rate, memory=_describe(bm), generated_tokens=generated)
 
 
@@ -253,7 +177,7 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
             j += 1
         if not waiting and not ends:
             gap = max(1, math.ceil(requests[j].arrival) - step)
-            _idle_steps(tl, gap, 0, paged=False)
+            idle_steps(tl, gap, 0, paged=False)
             step += gap
             continue
         if waiting:
@@ -316,7 +240,7 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
         if bar is not None and done:
             bar.update(done)
         step += 1
-    return _result(tl, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
+    return summarize(tl, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
                    memory=_describe(alloc), generated_tokens=generated)
 
 
@@ -333,23 +257,6 @@ def _memories(args) -> list:
         else:
             memories.append(ContiguousAllocator(args.pool_tokens, kind, args.max_seq_len))
     return memories
-
-
-def format_table(results: list[SimResult]) -> str:
-    """Results as a text table, one row per memory manager (percentages of the pool)."""
-    header = ("memory", "token states", "reserved", "internal", "external", "idle",
-              "batch mean/max", "steps", "preempted", "sharing saved")
-    rows = [header]
-    for r in results:
-        rows.append((r.memory, f"{r.token_states:.1%}", f"{r.reserved:.1%}",
-                     f"{r.internal_fragmentation:.1%}", f"{r.external_fragmentation:.1%}",
-                     f"{r.idle:.1%}", f"{r.mean_batch_size:.1f}/{r.max_batch_size}",
-                     str(r.steps), str(r.preemptions), f"{r.sharing_saving:.1%}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,6 +182,11 @@ def test_memory_must_be_a_block_manager_or_contiguous_allocator():
         pl.simulate(pl.workloads.fixed(2, 5, 5), memory=1000)
 
 
+def test_requests_must_be_request_objects():
+    with pytest.raises(TypeError, match="sharegpt_like"):
+        pl.simulate([(10, 5)], pl.BlockManager(10, 16))
+
+
 def test_a_block_manager_already_in_use_is_refused():
     bm = pl.BlockManager(10, 16)
     bm.allocate(pl.Sequence(0, [1, 2, 3]))

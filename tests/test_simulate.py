@@ -1,5 +1,6 @@
 """simulate: where the memory goes under contiguous reservation and paging (paper Fig. 2, 15)."""
 import math
+import time
 
 import pytest
 
@@ -228,3 +229,15 @@ def test_pagedlab_cli_routes_simulate_here(capsys):
     assert cli_main(["simulate", "--requests", "20", "--memory", "paged", "--beam-width", "2",
                      "--workload", "alpaca"]) == 0
     assert "sharing saved" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_benchmark_workload_serves_ten_thousand_requests_quickly():
+    """benchmarks/bench_simulate.py's setting: 10,000 ShareGPT-like requests, ~100 at a time."""
+    requests = pl.workloads.sharegpt_like(10_000, seed=0)
+    prompt, output = pl.workloads.mean_lengths(requests)
+    bm = pl.BlockManager(math.ceil(100 * (prompt + output) / 16), 16)
+    start = time.perf_counter()
+    result = pl.simulate(requests, bm)
+    assert time.perf_counter() - start < 30   # the target is 10 s on one idle core
+    assert result.finished == 10_000 and result.token_states > 0.9 and bm.num_used_blocks == 0

@@ -64,6 +64,7 @@ class BlockManager:
                 or not 0.0 <= watermark < 1.0:
             raise InvalidConfig(f"watermark is a fraction of the pool in [0, 1), got {watermark!r}")
         self.num_blocks = num_blocks
+        self.num_cpu_blocks = num_cpu_blocks
         self.block_size = block_size
         self.enable_prefix_caching = bool(enable_prefix_caching)
         self.watermark = float(watermark)
@@ -161,6 +162,10 @@ class BlockManager:
         hashes, hits = self._prefix_hits(seq)
         revived = sum(1 for block in hits if self._ref[block] == 0)  # leave the evictable set
         return hashes, hits, self.blocks_needed(seq) - len(hits) + revived
+
+    def blocks_to_allocate(self, seq: Sequence) -> int:
+        """Free blocks allocate(seq) would take now: new blocks plus cached ones it revives."""
+        return self._plan(seq)[2]
 
     def can_allocate(self, seq: Sequence) -> bool:
         """Whether allocate(seq) would succeed now, keeping the watermark free."""

@@ -162,7 +162,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         if not hasattr(self, "bm"):
             return
         distinct = {b for s in self.swapped.values() for b in s.block_table}
-        assert self.bm.num_free_cpu_blocks == self.bm._cpu.num_blocks - len(distinct)
+        assert self.bm.num_free_cpu_blocks == self.bm.num_cpu_blocks - len(distinct)
 
 
 BlockManagerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,

@@ -225,7 +225,7 @@ def test_under_heavy_preemption_every_request_finishes_with_exactly_its_tokens(p
         (seq,) = group.finished_seqs
         assert seq.output_ids == list(range(seq.prompt_len, seq.prompt_len + lengths[request_id]))
     assert sched.num_preemptions > 0
-    assert bm.num_used_blocks == 0 and bm.num_free_cpu_blocks == bm._cpu.num_blocks
+    assert bm.num_used_blocks == 0 and bm.num_free_cpu_blocks == bm.num_cpu_blocks
 
 
 # ---------------------------------------------------------------------- groups

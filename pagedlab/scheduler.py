@@ -99,7 +99,7 @@ class Scheduler:
         if len(seq.token_ids) > self.max_num_batched_tokens:
             raise InvalidConfig(f"prompt of {len(seq.token_ids)} tokens exceeds "
                                 f"max_num_batched_tokens={self.max_num_batched_tokens}: raise it")
-        self._check_fits(group, self._blocks_to_admit(group))
+        self._check_fits(group, self._blocks_to_admit(group, cache_hits=False))
         if max_new_tokens is not None:
             self._check_fits(group, group.blocks_at_end(self.block_manager.block_size), grow=True)
         group.order = next(self._order)
@@ -119,9 +119,14 @@ class Scheduler:
         return self._groups[seq_id]
 
     # ------------------------------------------------------------------ blocks
-    def _blocks_to_admit(self, group: SequenceGroup) -> int:
-        """Free blocks a waiting group needs to be prefilled and grow once (ignoring the cache)."""
-        needed = self.block_manager.blocks_needed
+    def _blocks_to_admit(self, group: SequenceGroup, cache_hits: bool = True) -> int:
+        """Free blocks a waiting group needs to be prefilled and grow once.
+
+        With ``cache_hits`` prefix-cache hits on live blocks are not counted (they are shared, not
+        taken); without, the answer is what the group needs even if the cache were empty.
+        """
+        bm = self.block_manager
+        needed = bm.blocks_to_allocate if cache_hits else bm.blocks_needed
         return sum(needed(seq) for seq in group.seqs) + group.blocks_to_grow(self.block_manager)
 
     def _check_fits(self, group: SequenceGroup, blocks: int, grow: bool = False) -> None:
@@ -174,7 +179,7 @@ class Scheduler:
             head = self.swapped[0]
             self._check_fits(head, head.num_distinct_blocks() + head.blocks_to_grow(bm))
         if self.waiting:
-            self._check_fits(self.waiting[0], self._blocks_to_admit(self.waiting[0]))
+            self._check_fits(self.waiting[0], self._blocks_to_admit(self.waiting[0], cache_hits=False))
         out = SchedulerOutput(blocks_to_copy=self._pending_copies)
         self._pending_copies = []
         kept, reserved = self._schedule_running(out)

@@ -141,6 +141,19 @@ def test_prefix_cache_hits_shorten_the_prefill():
     assert bm.prefix_hit_tokens == 12
 
 
+def test_admission_counts_prefix_cache_hits_on_live_blocks_as_free():
+    # 6 blocks: request 1 holds 4 (3 full prompt blocks + 1), request 2 shares its 3 full
+    # blocks, so it needs only 1 new block (+1 to grow) and is admitted while 1 runs.
+    bm, sched = make(num_blocks=6, prefix=True)
+    shared = list(range(100, 112))
+    sched.add(pl.Sequence(1, shared + [1]), max_new_tokens=2)
+    sched.update(one_token_each(sched.schedule()))
+    sched.add(pl.Sequence(2, shared + [2]), max_new_tokens=2)
+    out = sched.schedule()
+    assert [s.seq_id for s in out.prefills] == [2]
+    assert out.prefills[0].num_cached_tokens == 12
+
+
 # ---------------------------------------------------------------------- preemption
 def fill_pool(preemption, num_cpu_blocks=None):
     """Two requests whose growth overflows a 6-block pool."""

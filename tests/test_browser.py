@@ -128,32 +128,34 @@ def browser(chromium, tmp_path_factory):
         context.close()
 
 
+def in_panel(body: str) -> str:
+    """A JS predicate over the notebook panel on screen (hidden tabs stay in the page too)."""
+    return ("() => { const panel = [...document.querySelectorAll('.jp-NotebookPanel')]"
+            ".find(p => !p.classList.contains('lm-mod-hidden')); if (!panel) return false; "
+            + body + " }")
+
+
 def open_and_run_all(browser, lab, name: str):
     """Open a lesson, wait for its kernel to be ready, run all cells, wait until they finish."""
     base, token = lab
     page = browser.new_page()
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    # A workspace of its own (reset), so the lab does not restore the previous lesson's tabs.
+    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
     # Before a kernel exists the indicator already reads idle ("No Kernel"): wait for both.
-    page.wait_for_function(
-        """() => {
-            const name = document.querySelector('.jp-NotebookPanel .jp-KernelName');
-            const status = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+    page.wait_for_function(in_panel("""
+            const name = panel.querySelector('.jp-KernelName');
+            const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
             return window.jupyterapp && name && !/No Kernel|Starting/i.test(name.textContent)
-                && status && status.getAttribute('data-status') === 'idle';
-        }""", timeout=90_000)
+                && status && status.getAttribute('data-status') === 'idle';"""), timeout=90_000)
     page.evaluate("() => window.jupyterapp.commands.execute('runmenu:run-all')")
     # Done when every code cell shows an execution count and the kernel is idle again.
-    page.wait_for_function(
-        """() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
-            const status = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+    page.wait_for_function(in_panel("""
+            const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
+            const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
-                && status.getAttribute('data-status') === 'idle';
-        }""", timeout=120_000)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                && status.getAttribute('data-status') === 'idle';"""), timeout=120_000)
     tracebacks = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
     assert tracebacks.count() == 0, tracebacks.first.inner_text()
-    del errors
     return page
 
 
@@ -201,4 +203,32 @@ def test_lesson_01_garage_answers_clicks_and_slider(browser, lab):
     assert "leaves" in garage.inner_text()
     garage.screenshot(path=str(ARTIFACTS / "lesson01_garage.png"))
     page.screenshot(path=str(ARTIFACTS / "lesson01_page.png"))
+    page.close()
+
+
+def test_lesson_03_breakdown_answers_its_controls_in_the_dark_theme(browser, lab):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_and_run_all(browser, lab, "03_where_memory_goes.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                  "{theme: 'JupyterLab Dark'})")
+    explorer = page.locator(".widget-vbox", has=page.locator(".widget-dropdown", has_text="workload")).last
+    explorer.scroll_into_view_if_needed()
+    image = explorer.locator("img").first
+    before = image.get_attribute("src")
+    table_before = explorer.locator(".widget-html").last.inner_text()
+    assert "vLLM (paged)" in table_before and "96.3%" in table_before
+
+    explorer.locator(".widget-dropdown", has_text="block size").locator("select").select_option("128")
+    page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                           arg=[image.element_handle(), before])
+    assert "block size 128" in explorer.locator(".widget-html").last.inner_text()
+
+    after_dropdown = image.get_attribute("src")
+    drag_slider(page, explorer.locator(".widget-slider").first, 0.0)   # the smallest pool
+    page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                           arg=[image.element_handle(), after_dropdown])
+    assert "16384 token slots" in explorer.locator(".widget-html").last.inner_text()
+    page.wait_for_timeout(500)  # the theme's repaint
+    explorer.screenshot(path=str(ARTIFACTS / "lesson03_breakdown_dark.png"))
+    page.screenshot(path=str(ARTIFACTS / "lesson03_page_dark.png"))
     page.close()

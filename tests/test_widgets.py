@@ -144,3 +144,27 @@ def test_kernel_map_sliders_add_programs():
 def test_token_reads_name_block_and_slot_of_each_position():
     html = token_reads_html([5, 2], context_len=6, block_size=4)
     assert "pos 4<br>blk 2<br>slot 8" in html and "pos 0<br>blk 5<br>slot 20" in html
+
+
+# -- waste breakdown (lesson 03) --
+def test_waste_widget_redraws_when_block_size_or_workload_changes():
+    from pagedlab.widgets import WasteWidget
+    view = WasteWidget(num_requests=60, pool_tokens=16 * 1024)
+    assert set(view.results) == {"Orca (Max)", "Orca (Pow2)", "Orca (Oracle)", "vLLM (paged)"}
+    assert view.progress.value == 4 and bytes(view.image.value[:4]) == b"\x89PNG"
+    image, paged = bytes(view.image.value), view.results["vLLM (paged)"]
+    view.block_size.value = 128
+    assert bytes(view.image.value) != image
+    assert view.results["vLLM (paged)"].internal_fragmentation > paged.internal_fragmentation
+    assert "paper" in view.table.value.lower()
+    view.workload.value = "Alpaca"
+    assert "Alpaca-like" in view.table.value and "96.3%" not in view.table.value
+
+
+def test_paged_memory_holds_more_token_states_than_every_contiguous_policy():
+    from pagedlab.widgets.waste import compare
+    import pagedlab as pl
+    results = compare(pl.workloads.sharegpt_like(100, seed=1), pool_tokens=32 * 1024)
+    paged = results.pop("vLLM (paged)")
+    assert all(paged.token_states > other.token_states for other in results.values())
+    assert all(paged.mean_batch_size > other.mean_batch_size for other in results.values())

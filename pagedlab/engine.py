@@ -2,14 +2,16 @@
 
 One :meth:`LLMEngine.step`::
 
-    out = scheduler.schedule()             # who runs: prefills, decodes; preemptions
-    kv_cache.copy_blocks / swap_out / swap_in   # what the block manager decided, done to tensors
-    logits = model.forward_paged(batch)    # prompts (prefill), then one token per sequence (decode)
-    tokens = sample(logits)                # greedy, or temperature/top-k with a seed per sample
-    scheduler.update(tokens)               # append (copy-on-write), fork n samples, free finished
+    out = scheduler.schedule()               # who runs: prefills, decodes; who is preempted
+    kv_cache.copy_blocks / swap_out / swap_in  # the block manager's decisions, done to tensors
+    logits = model.forward_paged(batch)      # prompts (prefill), then one token each (decode)
+    tokens = sample(logits)                  # greedy, or temperature/top-k, one RNG per sample
+    scheduler.update(tokens)                 # append (copy-on-write), fork samples, free finished
 
-It is the same :class:`~pagedlab.Scheduler` that drives the simulator in lesson 05: here every
-decision lands on real tensors. See notebooks/08_serving_a_model.ipynb.
+It is the same :class:`~pagedlab.Scheduler` that drives the simulator in lesson 05; here every
+decision lands on real tensors. For a live picture, pass ``on_step``: it gets a
+:class:`StepStats` after every step (pool usage, batch, preemptions), and ``engine.block_manager``
+shows the blocks themselves. See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
@@ -23,15 +25,15 @@ import torch
 from .blocks import BlockManager
 from .cache import KVCache
 from .errors import InvalidConfig, OutOfBlocks
-from .model import GPT, PagedBatch, check_prompts
-from .sampling import SamplingParams, make_generator, sample_batch
+from .model import GPT, PagedBatch
+from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample_batch
 from .scheduler import Scheduler
 from .sequence import Sequence
 
 
 @dataclass
 class StepStats:
-    """What one engine step did: the record a live widget draws (``on_step`` receives it)."""
+    """What one engine step did: the record ``on_step`` receives (e.g. to redraw a widget)."""
 
     step: int
     num_prefills: int  # sequences prefilled this step
@@ -40,7 +42,7 @@ class StepStats:
     num_used_blocks: int  # blocks held while the model ran
     num_free_blocks: int
     usage: float  # num_used_blocks / num_blocks, in [0, 1]
-    num_preempted: int  # sequences pushed out this step (recompute or swap)
+    num_preempted: int  # sequences pushed out this step (by recompute or swap)
     num_finished: int  # requests finished this step
     new_tokens: int  # tokens generated this step
     seconds: float  # wall time of the step
@@ -48,12 +50,13 @@ class StepStats:
 
 @dataclass
 class EngineStats:
-    """Running totals and per-step records since the engine started (or ``stats.reset()``)."""
+    """Totals and per-step records since the engine was made (``engine.stats = EngineStats()``
+    starts over)."""
 
     steps: list[StepStats] = field(default_factory=list)
-    preemptions: int = 0  # requests preempted, counted once per preemption
+    preemptions: int = 0  # requests preempted (a request pushed out twice counts twice)
     prefix_hit_tokens: int = 0  # prompt tokens found in the prefix cache
-    prefix_query_tokens: int = 0  # prompt tokens looked up in it
+    prefix_query_tokens: int = 0  # prompt tokens looked up there
     generated_tokens: int = 0
     seconds: float = 0.0  # wall time spent in step()
     peak_used_blocks: int = 0
@@ -65,14 +68,11 @@ class EngineStats:
 
     @property
     def prefix_hit_rate(self) -> float:
-        return self.prefix_hit_tokens / self.prefix_query_tokens if self.prefix_query_tokens else 0.0
+        return self.prefix_hit_tokens / max(self.prefix_query_tokens, 1)
 
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
-
-    def reset(self) -> None:
-        self.__init__()
 
 
 @dataclass
@@ -89,9 +89,10 @@ class LLMEngine:
 
     ``num_blocks`` blocks of ``block_size`` tokens hold every layer's K/V; ``preemption`` is
     "recompute" or "swap"; ``backend`` picks the store and decode kernels: None (compiled Triton
-    on a GPU, batched torch on a CPU, where the Triton interpreter is too slow to serve),
-    "triton" or "torch". ``on_step(StepStats)`` is called after every step (e.g. by a widget
-    that shows the pool filling). See notebooks/08_serving_a_model.ipynb.
+    on a GPU; batched torch on a CPU, where the Triton interpreter is too slow to serve),
+    "triton" or "torch". ``eos_token_id`` ends a sequence early (not on the first token of
+    ``n > 1`` samples). ``on_step(StepStats)`` runs after every step.
+    See notebooks/08_serving_a_model.ipynb.
     """
 
     def __init__(self, model: GPT, num_blocks: int = 512, block_size: int = 16,
@@ -104,23 +105,20 @@ class LLMEngine:
             raise TypeError(f"LLMEngine serves a pagedlab.GPT, got {type(model).__name__}: "
                             "convert a Hugging Face model with pagedlab.GPT.from_hf(model)")
         if backend not in (None, "triton", "torch"):
-            raise InvalidConfig(f"backend must be None (choose), 'triton' or 'torch', got {backend!r}")
-        self.model = model.eval()
-        self.config = config = model.config
+            raise InvalidConfig(f"backend must be None, 'triton' or 'torch', got {backend!r}")
+        self.model, self.config = model.eval(), model.config
         self.backend = backend or ("triton" if model.device.type == "cuda" else "torch")
-        self.eos_token_id = eos_token_id
-        self.on_step = on_step
-        if max_num_batched_tokens is None:
-            max_num_batched_tokens = max(config.n_positions, max_num_seqs)
+        self.eos_token_id, self.on_step = eos_token_id, on_step
         self._settings = dict(num_blocks=num_blocks, block_size=block_size,
                               enable_prefix_caching=enable_prefix_caching, watermark=watermark,
                               num_cpu_blocks=num_cpu_blocks)
-        self._scheduler_settings = dict(max_num_seqs=max_num_seqs, preemption=preemption,
-                                        max_num_batched_tokens=max_num_batched_tokens)
-        self._reset()  # validates the settings (BlockManager, Scheduler raise on bad ones)
-        self.kv_cache = KVCache(num_blocks, block_size, config.n_head, config.head_dim,
-                                num_layers=config.n_layer, dtype=model.dtype, device=model.device,
-                                num_cpu_blocks=self.block_manager._cpu.num_blocks)
+        self._limits = dict(max_num_seqs=max_num_seqs, preemption=preemption,
+                            max_num_batched_tokens=max_num_batched_tokens
+                            or max(self.config.n_positions, max_num_seqs))
+        self._reset()  # BlockManager and Scheduler check the settings
+        self.kv_cache = KVCache(num_blocks, block_size, self.config.n_head, self.config.head_dim,
+                                num_layers=self.config.n_layer, dtype=model.dtype,
+                                device=model.device, num_cpu_blocks=num_cpu_blocks)
         self.stats = EngineStats()
         self._next_request_id = 0
         self._generate_on_step: Callable[[StepStats], None] | None = None
@@ -128,17 +126,16 @@ class LLMEngine:
     def _reset(self) -> None:
         """A fresh block manager and scheduler: every block free, no request queued."""
         self.block_manager = BlockManager(**self._settings)
-        self.scheduler = Scheduler(self.block_manager, **self._scheduler_settings)
-        self._requests: dict[int, tuple[Sequence, SamplingParams, list[torch.Generator | None]]] = {}
+        self.scheduler = Scheduler(self.block_manager, **self._limits)
+        self._requests: dict[int, tuple[Sequence, SamplingParams, list]] = {}
         self._generator_of: dict[int, torch.Generator | None] = {}  # seq_id -> its sample's RNG
 
     # ------------------------------------------------------------------ requests
     def add_request(self, prompt_token_ids: list[int], max_new_tokens: int = 16,
                     temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
                     n: int = 1) -> int:
-        """Queue one prompt (token ids); returns its request id. Raises before queuing if bad."""
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_k=top_k, seed=seed, n=n)
+        """Queue one prompt (token ids); returns its request id. Bad input raises first."""
+        params = SamplingParams(max_new_tokens, temperature, top_k, seed, n)
         self._check_request(prompt_token_ids, params)
         request_id = self._next_request_id
         seq = Sequence(request_id, prompt_token_ids)
@@ -150,15 +147,15 @@ class LLMEngine:
         return request_id
 
     def _check_request(self, prompt: list[int], params: SamplingParams) -> None:
-        """Everything Scheduler.add would reject, checked first so a batch is all-or-nothing."""
+        """What Scheduler.add would reject, checked first so that generate is all-or-nothing."""
         check_prompts([prompt], self.config, params.max_new_tokens)
-        bm, limits = self.block_manager, self._scheduler_settings
-        if params.n > limits["max_num_seqs"]:
-            raise InvalidConfig(f"n={params.n} samples exceed max_num_seqs={limits['max_num_seqs']}")
+        bm, limits, n = self.block_manager, self._limits, params.n
+        if n > limits["max_num_seqs"]:
+            raise InvalidConfig(f"n={n} samples exceed max_num_seqs={limits['max_num_seqs']}")
         if len(prompt) > limits["max_num_batched_tokens"]:
-            raise InvalidConfig(f"a prompt of {len(prompt)} tokens exceeds max_num_batched_tokens="
-                                f"{limits['max_num_batched_tokens']}: raise it")
-        size, n = bm.block_size, params.n
+            raise InvalidConfig(f"a prompt of {len(prompt)} tokens exceeds max_num_batched_tokens"
+                                f"={limits['max_num_batched_tokens']}: raise it")
+        size = bm.block_size
         # Admission: the prompt's blocks plus room for the first token of every sample.
         admit = -(-len(prompt) // size) + n - (1 if len(prompt) % size else 0)
         # At the end: the full prompt blocks, shared, plus each sample's own blocks after them.
@@ -176,49 +173,47 @@ class LLMEngine:
     # ------------------------------------------------------------------ one step
     @torch.no_grad()
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once on prefills and once on decodes, sample, update.
+        """Schedule, run the model on the prefills and on the decodes, sample, update.
 
         Returns the requests that finished in this step.
         """
-        start = time.perf_counter()
-        bm, before = self.block_manager, self._counters()
+        start, before = time.perf_counter(), self._counters()
         out = self.scheduler.schedule()
-        used = bm.num_used_blocks
-        self.kv_cache.copy_blocks(out.blocks_to_copy)  # copy-on-write, then swaps, in this order
+        used = self.block_manager.num_used_blocks
+        self.kv_cache.copy_blocks(out.blocks_to_copy)  # copy-on-write first, then the swaps
         self.kv_cache.swap_out(out.blocks_to_swap_out)
         self.kv_cache.swap_in(out.blocks_to_swap_in)
-        logits = [self._run(out.prefills, prefill=True)] if out.prefills else []
-        if out.decodes:
-            logits.append(self._run(out.decodes, prefill=False))
-        logits = torch.cat(logits) if logits else None  # (num_scheduled, vocab_size)
-        next_tokens, finished_ids, new_tokens = self._sample(out.scheduled, logits)
-        forking = [g for g in out.groups if g.can_fork]
-        done = self.scheduler.update(next_tokens, finished_ids)
-        for group in forking:  # children of n samples: give each its own generator
-            seqs = sorted(group.seqs + group.finished_seqs, key=lambda s: s.seq_id)
-            generators = self._requests[group.request_id][2]
-            for index, seq in enumerate(seqs):
-                self._generator_of[seq.seq_id] = generators[index]
+        logits = [self._run(seqs, prefill) for seqs, prefill in
+                  ((out.prefills, True), (out.decodes, False)) if seqs]
+        next_tokens, finished = ([], ()) if not logits else \
+            self._sample(out.scheduled, torch.cat(logits))  # logits: (num_scheduled, vocab)
+        forking = [group for group in out.groups if group.can_fork]
+        done = self.scheduler.update(next_tokens, finished)
+        for group in forking:  # the n samples now exist: sample i draws from generator i
+            samples = sorted(group.seqs + group.finished_seqs, key=lambda seq: seq.seq_id)
+            for seq, generator in zip(samples, self._requests[group.request_id][2]):
+                self._generator_of[seq.seq_id] = generator
         results = [self._finish(group) for group in done]
+        new_tokens = sum(len(t) if isinstance(t, list) else 1 for t in next_tokens)
         self._record(out, before, used, len(results), new_tokens, time.perf_counter() - start)
         return results
 
     def _run(self, seqs: list[Sequence], prefill: bool) -> torch.Tensor:
         """Logits (len(seqs), vocab_size) of the next token of each sequence."""
-        bm, size, device = self.block_manager, self.block_manager.block_size, self.model.device
+        size, device = self.block_manager.block_size, self.model.device
         input_ids, positions, slots, query_lens = [], [], [], []
         for seq in seqs:
-            first = seq.num_cached_tokens if prefill else len(seq) - 1  # first position to compute
+            first = seq.num_cached_tokens if prefill else len(seq) - 1  # first position to run
             table = seq.block_table
             input_ids.extend(seq.token_ids[first:])
             positions.extend(range(first, len(seq)))
             slots.extend(table[p // size] * size + p % size for p in range(first, len(seq)))
             query_lens.append(len(seq) - first)
-        if prefill and bm.enable_prefix_caching:
-            # A prompt found entirely in the prefix cache recomputes its last token, in a block
-            # it shares. Its K/V equal what that slot holds (same tokens, same positions), and
-            # writing them fills the slot if the block was cached before its last token's K/V
-            # were computed. Two such tokens in one batch write once (-1: skip the rest).
+        if prefill and self.block_manager.enable_prefix_caching:
+            # A prompt found entirely in the prefix cache recomputes its last token, whose slot
+            # is in a shared block. Writing its K/V rewrites the numbers already there (same
+            # tokens, same positions), or fills the slot if the block was cached before that
+            # token's K/V were computed. Two such tokens in one batch: the first writes (-1 skips).
             seen: set[int] = set()
             for i, slot in enumerate(slots):
                 if slot in seen:
@@ -231,45 +226,41 @@ class LLMEngine:
             positions=torch.tensor(positions, device=device),  # (num_tokens,)
             slot_mapping=torch.tensor(slots, device=device),  # (num_tokens,)
             block_tables=torch.tensor(tables, dtype=torch.int32, device=device),  # (S, max_blocks)
-            context_lens=torch.tensor([len(seq) for seq in seqs], dtype=torch.int32, device=device),
+            context_lens=torch.tensor([len(s) for s in seqs], dtype=torch.int32, device=device),
             query_lens=query_lens, block_size=size, backend=self.backend)
         return self.model.forward_paged(batch, self.kv_cache)  # (S, vocab_size)
 
-    def _sample(self, scheduled: list[Sequence], logits: torch.Tensor | None):
-        """Next token(s) per scheduled sequence: a list of n for a request about to fork."""
-        if logits is None:
-            return [], set(), 0
-        params = [self._requests[self.scheduler.group_of(s.seq_id).request_id][1] for s in scheduled]
+    def _sample(self, scheduled: list[Sequence], logits: torch.Tensor):
+        """Next token per scheduled sequence (a list of n for samples about to fork), and the
+        ids of sequences that drew the end-of-text token."""
+        groups = [self.scheduler.group_of(seq.seq_id) for seq in scheduled]
+        params = [self._requests[group.request_id][1] for group in groups]
         rows = sample_batch(logits, params, [self._generator_of[s.seq_id] for s in scheduled])
         next_tokens, finished = [], set()
-        for row, (seq, p) in enumerate(zip(scheduled, params)):
-            group = self.scheduler.group_of(seq.seq_id)
+        for i, (seq, group, p) in enumerate(zip(scheduled, groups, params)):
             if group.can_fork:  # first token of n samples: one draw per sample, same logits
-                generators = self._requests[group.request_id][2]
-                tokens = [rows[row]] + sample_batch(logits[row:row + 1].expand(p.n - 1, -1),
-                                                    [p] * (p.n - 1), generators[1:])
-                next_tokens.append(tokens)
-            else:
-                next_tokens.append(rows[row])
-            if self.eos_token_id is not None and rows[row] == self.eos_token_id and not group.can_fork:
+                others = sample_batch(logits[i:i + 1].expand(p.n - 1, -1), [p] * (p.n - 1),
+                                      self._requests[group.request_id][2][1:])
+                next_tokens.append([rows[i], *others])
+                continue
+            next_tokens.append(rows[i])
+            if rows[i] == self.eos_token_id:
                 finished.add(seq.seq_id)
-        new_tokens = sum(len(t) if isinstance(t, list) else 1 for t in next_tokens)
-        return next_tokens, finished, new_tokens
+        return next_tokens, finished
 
     def _finish(self, group) -> RequestOutput:
-        seq, params, _ = self._requests.pop(group.request_id)
-        samples = sorted(group.finished_seqs, key=lambda s: s.seq_id)
-        for s in samples:
-            self._generator_of.pop(s.seq_id, None)
+        seq = self._requests.pop(group.request_id)[0]
+        samples = sorted(group.finished_seqs, key=lambda s: s.seq_id)  # sample 0 is the parent
+        for sample in samples:
+            self._generator_of.pop(sample.seq_id, None)
         return RequestOutput(group.request_id, seq.token_ids[:seq.prompt_len],
-                             [s.output_ids for s in samples])
+                             [sample.output_ids for sample in samples])
 
     def _counters(self) -> tuple[int, int, int]:
         bm = self.block_manager
         return self.scheduler.num_preemptions, bm.prefix_hit_tokens, bm.prefix_query_tokens
 
-    def _record(self, out, before, used: int, finished: int, new_tokens: int,
-                seconds: float) -> None:
+    def _record(self, out, before, used: int, finished: int, new_tokens: int, seconds: float):
         bm, stats = self.block_manager, self.stats
         preemptions, hits, queries = (now - then for now, then in zip(self._counters(), before))
         stats.preemptions += preemptions
@@ -278,11 +269,9 @@ class LLMEngine:
         stats.generated_tokens += new_tokens
         stats.seconds += seconds
         stats.peak_used_blocks = max(stats.peak_used_blocks, used, bm.num_used_blocks)
-        record = StepStats(step=len(stats.steps), num_prefills=len(out.prefills),
-                           num_decodes=len(out.decodes), num_batched_tokens=out.num_batched_tokens,
-                           num_used_blocks=used, num_free_blocks=bm.num_blocks - used,
-                           usage=used / bm.num_blocks, num_preempted=len(out.preempted),
-                           num_finished=finished, new_tokens=new_tokens, seconds=seconds)
+        record = StepStats(len(stats.steps), len(out.prefills), len(out.decodes),
+                           out.num_batched_tokens, used, bm.num_blocks - used,
+                           used / bm.num_blocks, len(out.preempted), finished, new_tokens, seconds)
         stats.steps.append(record)
         for callback in (self.on_step, self._generate_on_step):
             if callback is not None:
@@ -293,17 +282,19 @@ class LLMEngine:
                  temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
                  n: int = 1, progress: bool | None = None,
                  on_step: Callable[[StepStats], None] | None = None) -> list:
-        """Serve every prompt together until all finish; the new tokens of each, in prompt order.
+        """Serve all prompts together until every one finishes; the new tokens of each, in order.
 
         With ``n > 1`` each entry is a list of ``n`` samples. ``seed`` makes sampling
-        reproducible (prompt i uses seed + i). ``progress`` shows a tqdm bar (default: on, unless
-        the environment sets PAGEDLAB_PROGRESS=0); ``on_step(StepStats)`` runs after each step.
-        Bad input raises before anything is queued; afterwards every block is free again.
+        reproducible (prompt i draws with seed + i, as :func:`pagedlab.naive_generate` does).
+        ``progress``: a tqdm bar (default on, unless PAGEDLAB_PROGRESS=0 is set);
+        ``on_step(StepStats)`` runs after each step. Bad input raises before anything is queued,
+        and at the end (or on an error) every block is free again.
         See notebooks/08_serving_a_model.ipynb.
         """
         if self.has_unfinished_requests():
-            raise InvalidConfig("requests queued with add_request are still unfinished: run "
-                                "step() until has_unfinished_requests() is False, then generate")
+            raise InvalidConfig("requests queued with add_request are unfinished: call step() "
+                                "until has_unfinished_requests() is False, then generate")
+        SamplingParams(max_new_tokens, temperature, top_k, seed, n)  # checks them
         check_prompts(prompts, self.config, max_new_tokens)
         params = [SamplingParams(max_new_tokens, temperature, top_k, request_seed(seed, i), n)
                   for i in range(len(prompts))]
@@ -313,19 +304,18 @@ class LLMEngine:
             progress = os.environ.get("PAGEDLAB_PROGRESS", "1") != "0"
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(prompts) * n * max_new_tokens, unit="tok", disable=not progress,
-                   desc="generate")
+        bar = tqdm(total=len(prompts) * n * max_new_tokens, unit="tok", desc="generate",
+                   disable=not progress)
         results: dict[int, RequestOutput] = {}
         self._generate_on_step = on_step
         try:
             ids = [self.add_request(prompt, p.max_new_tokens, p.temperature, p.top_k, p.seed, p.n)
                    for prompt, p in zip(prompts, params)]
             while self.has_unfinished_requests():
-                for result in self.step():
-                    results[result.request_id] = result
+                results.update((result.request_id, result) for result in self.step())
                 last = self.stats.steps[-1]
                 bar.update(last.new_tokens)
-                bar.set_postfix(pool=f"{last.usage:.0%}", running=last.num_decodes, refresh=False)
+                bar.set_postfix(pool=f"{last.usage:.0%}", batch=last.num_decodes, refresh=False)
         except BaseException:
             self._reset()  # an error or an interrupt leaves no request and no block behind
             raise
@@ -333,8 +323,3 @@ class LLMEngine:
             self._generate_on_step = None
             bar.close()
         return [results[i].outputs[0] if n == 1 else results[i].outputs for i in ids]
-
-
-def request_seed(seed: int | None, index: int) -> int | None:
-    """The seed of the index-th prompt of a call (None stays None: fresh randomness)."""
-    return None if seed is None else seed + index

@@ -11,15 +11,17 @@ The model runs two ways:
   reference next to Hugging Face's ``generate``.
 * ``model.forward_paged(batch, kv_cache)``: the tokens of many sequences packed into one row.
   Each layer stores its new keys and values in the slots the block manager chose
-  (``batch.slot_mapping``) and attends through the block tables: the paged decode kernel when
-  every sequence brings one token, the paged prefill path when prompts bring many (after a
-  prefix found in the prefix cache, if any). :class:`pagedlab.LLMEngine` builds the batches.
+  (``batch.slot_mapping``, the store kernel) and attends through the block tables: the Triton
+  decode kernel when every sequence brings one token on a GPU, else :func:`paged_attention_torch`
+  (prompts, with any prefix found in the prefix cache; and decoding on a CPU).
+  :class:`pagedlab.LLMEngine` builds the batches.
 
 See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -29,9 +31,10 @@ import torch.nn.functional as F
 
 from .attention import paged_attention
 from .errors import InvalidConfig
-from .sampling import SamplingParams, make_generator, sample
+from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample
 
-INSTALL_HINT = "transformers is not installed: pip install 'pagedlab[model]' (or pip install transformers)"
+INSTALL_HINT = ("transformers is not installed: pip install 'pagedlab[model]' "
+                "(or pip install transformers)")
 
 
 @dataclass
@@ -48,7 +51,8 @@ class GPTConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise InvalidConfig(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+            raise InvalidConfig(f"n_embd ({self.n_embd}) must be a multiple of n_head "
+                                f"({self.n_head})")
         if self.activation not in ("gelu_new", "gelu"):
             raise InvalidConfig(f"activation must be 'gelu_new' or 'gelu', got {self.activation!r}")
 
@@ -79,51 +83,63 @@ class PagedBatch:
         return len(self.query_lens) == self.input_ids.shape[0]  # one new token per sequence
 
     @functools.cached_property
-    def grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where each packed token sits when padded to (num_seqs, T), and what it may see.
+    def groups(self) -> list[tuple[torch.Tensor, ...]]:
+        """The sequences sorted by length in groups of ``GROUP``, so that padding each group to
+        its longest sequence wastes little. Made once per step, shared by every layer.
 
-        Returns seq_of (N,), row (N,), visible (S, T, L) over the L = max_blocks * block_size
-        slots its table reaches, and the table (S, max_blocks) with padding pointing at block 0.
-        Computed once per step, shared by every layer.
+        Per group of s sequences with n new tokens: tokens (n,) their rows in the packed batch;
+        seq_of (n,), row (n,) where each sits in the padded (s, T) grid; visible (s, T, L) the
+        cache positions each query may see; table (s, L // block_size) with -1 read as block 0.
         """
-        device, S = self.input_ids.device, len(self.query_lens)
-        query_lens = torch.tensor(self.query_lens, device=device)  # (S,)
-        seq_of = torch.repeat_interleave(torch.arange(S, device=device), query_lens)  # (N,)
-        starts = query_lens.cumsum(0) - query_lens  # (S,) first packed row of each sequence
-        row = torch.arange(len(seq_of), device=device) - starts[seq_of]  # (N,)
-        q_pos = (self.context_lens.long() - query_lens)[:, None] \
-            + torch.arange(max(self.query_lens), device=device)  # (S, T) positions of the queries
-        L = self.block_tables.shape[1] * self.block_size
-        k_pos = torch.arange(L, device=device)  # (L,) positions the table reaches
-        visible = k_pos[None, None, :] <= q_pos[:, :, None]  # (S, T, L) causal, and hides padding
-        return seq_of, row, visible, self.block_tables.clamp(min=0).long()
+        device, lens = self.input_ids.device, self.context_lens.tolist()
+        starts = [0, *itertools.accumulate(self.query_lens)]  # first packed row of each sequence
+        order = sorted(range(len(lens)), key=lens.__getitem__)
+        groups = []
+        for first in range(0, len(order), GROUP):
+            seqs = order[first:first + GROUP]
+            query_lens = torch.tensor([self.query_lens[i] for i in seqs], device=device)  # (s,)
+            tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
+            seq_of = torch.repeat_interleave(torch.arange(len(seqs), device=device), query_lens)
+            row = torch.arange(len(tokens), device=device) \
+                - (query_lens.cumsum(0) - query_lens)[seq_of]  # (n,) index among its queries
+            max_blocks = -(-max(lens[i] for i in seqs) // self.block_size)
+            table = self.block_tables[seqs, :max_blocks].clamp(min=0).long()  # (s, max_blocks)
+            context = torch.tensor([lens[i] for i in seqs], device=device)  # (s,)
+            q_pos = (context - query_lens)[:, None] \
+                + torch.arange(int(query_lens.max()), device=device)  # (s, T)
+            k_pos = torch.arange(max_blocks * self.block_size, device=device)  # (L,)
+            visible = k_pos[None, None, :] <= q_pos[:, :, None]  # (s, T, L) causal; hides padding
+            groups.append((tokens, seq_of, row, visible, table))
+        return groups
+
+
+GROUP = 8  # sequences per attention group on the torch path
 
 
 def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                           batch: PagedBatch) -> torch.Tensor:
-    """Paged attention for every sequence at once in plain torch: gather blocks, pad, mask.
+    """Paged attention in plain torch, a group of sequences at a time: gather blocks, pad, mask.
 
-    The same numbers as ``pagedlab.paged_prefill_reference`` (which loops over sequences), in a
-    few batched operations, so it serves on a CPU. q: (N, nh, hs) packed new tokens -> (N, nh, hs).
+    The same numbers as ``pagedlab.paged_prefill_reference`` (which loops over sequences one by
+    one) in a few batched operations, fast enough to serve on a CPU.
+    q: (N, nh, hs) the batch's new tokens, packed -> (N, nh, hs).
     """
     N, nh, hs = q.shape
     n_kv = k_cache.shape[2]
-    seq_of, row, visible, table = batch.grid  # (N,), (N,), (S, T, L), (S, max_blocks)
-    S, T = visible.shape[:2]
-    if batch.is_decode:
-        qp = q.view(S, 1, nh, hs)  # (S, 1, nh, hs) one query per sequence already
-    else:
-        qp = q.new_zeros(S, T, nh, hs)  # (S, T, nh, hs) queries padded to the longest
-        qp[seq_of, row] = q
-    k = k_cache[table].flatten(1, 2)  # (S, L, n_kv, hs) every block of every table, in order
-    v = v_cache[table].flatten(1, 2)  # (S, L, n_kv, hs)
-    if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
-        k = k.repeat_interleave(nh // n_kv, dim=2)  # (S, L, nh, hs)
-        v = v.repeat_interleave(nh // n_kv, dim=2)  # (S, L, nh, hs)
-    y = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                       attn_mask=visible[:, None])  # (S, nh, T, hs)
-    y = y.transpose(1, 2)  # (S, T, nh, hs)
-    return y.reshape(N, nh, hs) if batch.is_decode else y[seq_of, row]  # (N, nh, hs) packed
+    y = torch.empty_like(q)  # (N, nh, hs)
+    for tokens, seq_of, row, visible, table in batch.groups:
+        s, T, L = visible.shape
+        qp = q.new_zeros(s, T, nh, hs)  # (s, T, nh, hs) the group's queries, padded
+        qp[seq_of, row] = q[tokens]
+        k = k_cache[table].flatten(1, 2)  # (s, L, n_kv, hs) each table's blocks, in order
+        v = v_cache[table].flatten(1, 2)  # (s, L, n_kv, hs)
+        if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
+            k = k.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
+            v = v.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
+        out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2),
+                                             v.transpose(1, 2), attn_mask=visible[:, None])
+        y[tokens] = out.transpose(1, 2)[seq_of, row]  # (s, nh, T, hs) -> (n, nh, hs) packed
+    return y
 
 
 class CausalSelfAttention(nn.Module):
@@ -149,7 +165,7 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C) heads side by side again
         return self.c_proj(y)  # (B, T, C)
 
-    def forward_paged(self, x: torch.Tensor, batch: PagedBatch, kv_cache, layer: int) -> torch.Tensor:
+    def forward_paged(self, x: torch.Tensor, batch: PagedBatch, kv_cache, layer: int):
         """x: (N, C), N tokens of several sequences packed -> (N, C). Stores their K/V first."""
         N, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=1)  # (N, C) each
@@ -191,7 +207,10 @@ class Block(nn.Module):
     def forward(self, x, batch: PagedBatch | None = None, kv_cache=None, layer: int = 0):
         """(B, T, C) contiguous, or (N, C) packed with a batch and a cache -> same shape."""
         h = self.ln_1(x)
-        x = x + (self.attn(h) if batch is None else self.attn.forward_paged(h, batch, kv_cache, layer))
+        if batch is None:
+            x = x + self.attn(h)
+        else:
+            x = x + self.attn.forward_paged(h, batch, kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -208,7 +227,7 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
+        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes
 
     @property
     def device(self) -> torch.device:
@@ -222,7 +241,8 @@ class GPT(nn.Module):
         """Logits for every position, no cache. idx: (B, T) token ids -> (B, T, vocab_size)."""
         B, T = idx.shape
         if T > self.config.n_positions:
-            raise InvalidConfig(f"{T} tokens but the model knows {self.config.n_positions} positions")
+            raise InvalidConfig(f"{T} tokens but the model has {self.config.n_positions} "
+                                "positions: shorten the input")
         pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
         for block in self.transformer.h:
@@ -240,7 +260,7 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ weights
     @classmethod
     def from_hf(cls, hf_model) -> "GPT":
-        """The same network as a Hugging Face ``GPT2LMHeadModel``, weights copied (same dtype/device)."""
+        """The same network as a Hugging Face ``GPT2LMHeadModel``: weights, dtype, device."""
         hf = hf_model.config
         if getattr(hf, "model_type", None) != "gpt2":
             raise InvalidConfig(f"from_hf expects a GPT2LMHeadModel, got model_type "
@@ -264,7 +284,8 @@ class GPT(nn.Module):
         weight = next(iter(source.values()))
         model = cls(config).to(device=weight.device, dtype=weight.dtype)
         # Hugging Face's GPT-2 stores its linear layers as Conv1D, (in, out): transpose those.
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                  "mlp.c_proj.weight")
         with torch.no_grad():
             for name, param in model.state_dict().items():
                 if name == "lm_head.weight":
@@ -301,8 +322,9 @@ def naive_generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 1
                             seed=seed)
     check_prompts(prompts, model.config, max_new_tokens)
     outputs = []
-    for index, prompt in enumerate(prompts):  # prompt i samples with seed + i, as the engine does
-        generator = None if params.greedy else make_generator(None if seed is None else seed + index)
+    for index, prompt in enumerate(prompts):
+        # prompt i draws with seed + i, as in LLMEngine.generate
+        generator = None if params.greedy else make_generator(request_seed(seed, index))
         tokens = list(prompt)
         for _ in range(max_new_tokens):
             idx = torch.tensor([tokens], device=model.device)  # (1, T)
@@ -311,22 +333,3 @@ def naive_generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 1
         outputs.append(tokens[len(prompt):])
     return outputs
 
-
-def check_prompts(prompts, config: GPTConfig, max_new_tokens: int) -> None:
-    """Raise a clear error for prompts the model cannot run (before anything is changed)."""
-    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
-        raise InvalidConfig("prompts must be a list of prompts, each a list of token ids")
-    for index, prompt in enumerate(prompts):
-        if isinstance(prompt, (str, bytes)) or not hasattr(prompt, "__len__") or \
-                any(isinstance(token, bool) or not isinstance(token, int) for token in prompt):
-            raise InvalidConfig(f"prompt {index} must be a list of int token ids (tokenize text "
-                                f"first), got {prompt!r:.60}")
-        if len(prompt) == 0:
-            raise InvalidConfig(f"prompt {index} is empty: a prompt needs at least one token")
-        if any(not 0 <= token < config.vocab_size for token in prompt):
-            raise InvalidConfig(f"prompt {index} has token ids outside [0, {config.vocab_size})")
-        if len(prompt) + max_new_tokens > config.n_positions:
-            raise InvalidConfig(f"prompt {index} has {len(prompt)} tokens; with max_new_tokens="
-                                f"{max_new_tokens} it needs {len(prompt) + max_new_tokens} positions "
-                                f"but the model has {config.n_positions}: shorten it or lower "
-                                f"max_new_tokens")

@@ -1,4 +1,4 @@
-"""Choosing the next token from logits: greedy, temperature and top-k, reproducible by seed.
+"""What a request may ask for, and choosing its next token: greedy, temperature, top-k, seeded.
 
 Shared by the naive generator (:func:`pagedlab.naive_generate`) and the serving engine
 (:class:`pagedlab.LLMEngine`), so both turn the same logits into the same tokens.
@@ -46,6 +46,11 @@ class SamplingParams:
         return self.temperature == 0
 
 
+def request_seed(seed: int | None, index: int) -> int | None:
+    """The seed of the index-th prompt of one call (None stays None: fresh randomness)."""
+    return None if seed is None else seed + index
+
+
 def make_generator(seed: int | None, sample_index: int = 0) -> torch.Generator:
     """A CPU random generator for one sample: seeded (seed, sample_index), or fresh from torch's."""
     generator = torch.Generator()
@@ -74,3 +79,23 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
     greedy = logits.argmax(dim=-1).tolist()  # (num_seqs,)
     return [greedy[row] if p.greedy else sample(logits[row], p, g)
             for row, (p, g) in enumerate(zip(params, generators))]
+
+
+def check_prompts(prompts, config, max_new_tokens: int) -> None:
+    """Raise a clear error for prompts a model (its GPTConfig) cannot run, before anything runs."""
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
+        raise InvalidConfig("prompts must be a list of prompts, each a list of token ids")
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, (str, bytes)) or not hasattr(prompt, "__len__") or \
+                any(isinstance(token, bool) or not isinstance(token, int) for token in prompt):
+            raise InvalidConfig(f"prompt {index} must be a list of int token ids (tokenize text "
+                                f"first), got {prompt!r:.60}")
+        if len(prompt) == 0:
+            raise InvalidConfig(f"prompt {index} is empty: a prompt needs at least one token")
+        if any(not 0 <= token < config.vocab_size for token in prompt):
+            raise InvalidConfig(f"prompt {index} has token ids outside [0, {config.vocab_size})")
+        if len(prompt) + max_new_tokens > config.n_positions:
+            raise InvalidConfig(f"prompt {index} has {len(prompt)} tokens; with max_new_tokens="
+                                f"{max_new_tokens} it needs {len(prompt) + max_new_tokens} "
+                                f"positions but the model has {config.n_positions}: shorten it "
+                                "or lower max_new_tokens")

@@ -13,6 +13,15 @@ from pagedlab.model import PagedBatch, paged_attention_torch  # noqa: E402
 VOCAB = 512
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def tiny_hf_model(seed: int = 0, **overrides):
     """A randomly initialised 2-layer GPT-2; a wide init keeps greedy choices far from ties."""
     torch.manual_seed(seed)
@@ -113,42 +122,47 @@ def test_bad_sampling_settings_raise(model, kwargs):
         pl.naive_generate(model, [[1, 2]], **kwargs)
 
 
+def paged_batch(tokens, positions, slots, tables, context_lens, query_lens):
+    return PagedBatch(input_ids=torch.tensor(tokens), positions=torch.tensor(positions),
+                      slot_mapping=torch.tensor(slots),
+                      block_tables=torch.tensor(tables, dtype=torch.int32),
+                      context_lens=torch.tensor(context_lens, dtype=torch.int32),
+                      query_lens=query_lens, block_size=4, backend="torch")
+
+
 def test_paged_forward_equals_contiguous(model):
     """Two prompts prefilled into scattered blocks, then one decode step, match model(idx)."""
     cache = pl.KVCache(num_blocks=8, block_size=4, num_kv_heads=4, head_dim=16, num_layers=2,
                        dtype=torch.float32, device="cpu")
-    prompts = prompts_of([6, 3])
-    tables = [[5, 2], [7, -1]]  # block ids chosen out of order on purpose
-    slots = [tables[s][p // 4] * 4 + p % 4 for s, prompt in enumerate(prompts)
-             for p in range(len(prompt))]
-    batch = PagedBatch(
-        input_ids=torch.tensor(prompts[0] + prompts[1]), positions=torch.tensor([*range(6), *range(3)]),
-        slot_mapping=torch.tensor(slots), block_tables=torch.tensor(tables, dtype=torch.int32),
-        context_lens=torch.tensor([6, 3], dtype=torch.int32), query_lens=[6, 3], block_size=4, backend="torch")
+    first, second = prompts_of([6, 3])
+    tables = [[5, 2], [7, -1]]  # block ids out of order on purpose
+    slots = [5 * 4 + 0, 21, 22, 23, 2 * 4 + 0, 9] + [7 * 4 + 0, 29, 30]
+    prefill = paged_batch(first + second, [*range(6), *range(3)], slots, tables, [6, 3], [6, 3])
     with torch.no_grad():
-        logits = model.forward_paged(batch, cache)  # (2, vocab)
-        for row, prompt in enumerate(prompts):
-            torch.testing.assert_close(logits[row], model(torch.tensor([prompt]))[0, -1])
-        decode = PagedBatch(
-            input_ids=torch.tensor([11, 12]), positions=torch.tensor([6, 3]),
-            slot_mapping=torch.tensor([2 * 4 + 2, 7 * 4 + 3]),  # position 6 -> block 2, row 2
-            block_tables=torch.tensor(tables, dtype=torch.int32),
-            context_lens=torch.tensor([7, 4], dtype=torch.int32), query_lens=[1, 1], block_size=4, backend="torch")
-        logits = model.forward_paged(decode, cache)
-        torch.testing.assert_close(logits[0], model(torch.tensor([prompts[0] + [11]]))[0, -1])
-        torch.testing.assert_close(logits[1], model(torch.tensor([prompts[1] + [12]]))[0, -1])
+        logits = model.forward_paged(prefill, cache)  # (2, vocab)
+        torch.testing.assert_close(logits[0], model(torch.tensor([first]))[0, -1])
+        torch.testing.assert_close(logits[1], model(torch.tensor([second]))[0, -1])
+        # position 6 lives in logical block 1 = block 2, row 2; position 3 in block 7, row 3
+        decode = paged_batch([11, 12], [6, 3], [2 * 4 + 2, 7 * 4 + 3], tables, [7, 4], [1, 1])
+        logits = model.forward_paged(decode, cache)  # (2, vocab)
+        torch.testing.assert_close(logits[0], model(torch.tensor([first + [11]]))[0, -1])
+        torch.testing.assert_close(logits[1], model(torch.tensor([second + [12]]))[0, -1])
 
 
-def test_batched_torch_attention_equals_the_paged_reference():
-    """paged_attention_torch (all sequences at once) = paged_prefill_reference (one by one),
-    with a cached prefix, a partial last block, padding in the tables and grouped-query heads."""
-    torch.manual_seed(0)
-    k_cache, v_cache = torch.randn(2, 10, 4, 2, 8).unbind(0)  # (blocks, block_size, kv_heads, hs)
-    tables = torch.tensor([[3, 7, 1], [9, -1, -1], [0, 5, -1]], dtype=torch.int32)
-    context_lens, query_lens = torch.tensor([11, 4, 5], dtype=torch.int32), [3, 4, 1]
-    q = torch.randn(sum(query_lens), 6, 8)  # (N, nh, hs): 6 query heads over 2 KV heads
+@pytest.mark.parametrize("num_seqs", [3, 19])  # one group of sequences, and several
+def test_batched_torch_attention_equals_the_paged_reference(num_seqs):
+    """paged_attention_torch (groups of sequences at once) = paged_prefill_reference (one at a
+    time), with cached prefixes, partial last blocks, padded tables and grouped-query heads."""
+    generator = torch.Generator().manual_seed(num_seqs)
+    k_cache, v_cache = torch.randn(2, 64, 4, 2, 8, generator=generator).unbind(0)  # (64, 4, 2, 8)
+    context_lens = torch.randint(1, 13, (num_seqs,), generator=generator)  # (S,)
+    query_lens = [int(torch.randint(1, n + 1, (1,), generator=generator))
+                  for n in context_lens.tolist()]
+    tables = torch.randperm(64, generator=generator)[:num_seqs * 3].view(num_seqs, 3).int()
+    tables[context_lens <= 8, 2] = -1  # padding where a table needs fewer blocks
+    q = torch.randn(sum(query_lens), 6, 8, generator=generator)  # (N, 6 heads over 2 KV heads, 8)
     batch = PagedBatch(input_ids=torch.zeros(len(q), dtype=torch.long), positions=None,
-                       slot_mapping=None, block_tables=tables, context_lens=context_lens,
+                       slot_mapping=None, block_tables=tables, context_lens=context_lens.int(),
                        query_lens=query_lens, block_size=4)
     expected = pl.paged_prefill_reference(q, k_cache, v_cache, tables, context_lens, query_lens)
     torch.testing.assert_close(paged_attention_torch(q, k_cache, v_cache, batch), expected)
@@ -156,7 +170,8 @@ def test_batched_torch_attention_equals_the_paged_reference():
 
 def test_import_pagedlab_stays_light():
     code = "import sys, pagedlab; print('torch' in sys.modules, 'transformers' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
     assert result.stdout.split() == ["False", "False"]
 
 

@@ -168,3 +168,22 @@ def test_paged_memory_holds_more_token_states_than_every_contiguous_policy():
     paged = results.pop("vLLM (paged)")
     assert all(paged.token_states > other.token_states for other in results.values())
     assert all(paged.mean_batch_size > other.mean_batch_size for other in results.values())
+
+
+# -- scheduler timeline (lesson 05) --
+def test_timeline_marks_preemptions_and_a_watermark_reduces_them():
+    from pagedlab.widgets import TimelineWidget
+    view = TimelineWidget(num_requests=60, num_blocks=256, rate=1.0)
+    before, image = view.result.preemptions, bytes(view.image.value)
+    assert before > 0 and "preemptions" in view.summary.value
+    view.watermark.value = 0.1
+    assert view.result.preemptions < before
+    assert bytes(view.image.value) != image and "watermark 10%" in view.summary.value
+
+
+def test_timeline_pool_slider_changes_the_batch():
+    from pagedlab.widgets import TimelineWidget
+    view = TimelineWidget(num_requests=60, num_blocks=256, rate=1.0)
+    small = view.result.mean_batch_size
+    view.num_blocks.value = 1024
+    assert view.result.mean_batch_size > small

@@ -187,3 +187,35 @@ def test_timeline_pool_slider_changes_the_batch():
     small = view.result.mean_batch_size
     view.num_blocks.value = 1024
     assert view.result.mean_batch_size > small
+
+
+# -- live serving (lesson 08) --
+def test_serving_widget_redraws_the_pool_on_every_engine_step():
+    torch = pytest.importorskip("torch")
+    import pagedlab as pl
+    from pagedlab.widgets import ServingWidget
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = pl.GPT(pl.GPTConfig(vocab_size=64, n_positions=64, n_embd=16, n_layer=1, n_head=2))
+        prompts = [[1, 2, 3, 4, 5], [6, 7, 8], [9] * 12]
+        view = ServingWidget(model, prompts, num_blocks=8, block_size=4, max_new_tokens=8)
+        seen = []
+        view.pool.observe(lambda change: seen.append(change["new"]), names="value")
+        view.button.click()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(view.results) == 3 and all(len(out) == 8 for out in view.results)
+    assert 1 < len(set(seen)) <= len(view.history)   # redrawn live, step by step
+    assert bytes(view.image.value[:4]) == b"\x89PNG" and "done:" in view.outputs.value
+    assert view.usage.description.startswith("pool ") and not view.button.disabled
+
+
+def test_serving_widget_shows_an_impossible_request_instead_of_raising():
+    torch = pytest.importorskip("torch")
+    import pagedlab as pl
+    from pagedlab.widgets import ServingWidget
+    model = pl.GPT(pl.GPTConfig(vocab_size=64, n_positions=64, n_embd=16, n_layer=1, n_head=2))
+    view = ServingWidget(model, [[1] * 40], num_blocks=8, block_size=4, max_new_tokens=8)
+    assert view.generate() == [] and "OutOfBlocks" in view.status.value

@@ -22,6 +22,7 @@ _WHERE = {
     "kernel_map_html": "kernel_map",
     "token_reads_html": "kernel_map",
     "ServingWidget": "serving",
+    "usage_figure": "serving",
     "bandwidth_figure": "bandwidth",
     "bandwidth_png": "bandwidth",
 }

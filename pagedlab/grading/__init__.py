@@ -7,7 +7,7 @@
 
 See the exercise notebooks in exercises/.
 """
-from .check import check
+from .feedback import check
 from .command import main
 
 __all__ = ["check", "main"]

@@ -185,7 +185,7 @@ def cases(seed: int) -> list[Case]:
              plan(4, _requests((0, 4, 5), (0, 4, 5)))),
         Case("nothing is admitted in a step that preempted",
              "After a preemption the pool is short: admit no waiting request in that step.", "run",
-             plan(5, _requests((0, 4, 6), (0, 3, 6), (1, 1, 2), (2, 1, 1)))),
+             plan(4, _requests((0, 2, 3), (1, 8, 6), (2, 5, 2), (3, 2, 3)))),
         Case("the watermark keeps blocks back for running sequences",
              "Admission leaves block_manager.watermark_blocks free (growth of running "
              "sequences may use them).", "run",

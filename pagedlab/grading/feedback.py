@@ -19,25 +19,28 @@ from .reuse import forbidden_codes, static_reuse
 CHECK_SEED = 0   # check() uses fixed random cases; the grader draws a fresh seed
 
 
-class CaseTimeout(BaseException):
-    """A case ran past its time limit (a BaseException so a learner's ``except Exception``
-    cannot swallow it)."""
+class CaseTimeout(KeyboardInterrupt):
+    """A case ran past its time limit. Like Ctrl-C, so the drivers pass it on instead of
+    recording it as the learner's error, and ``except Exception`` cannot swallow it."""
 
 
 @contextmanager
 def _time_limit(seconds: float):
-    """Interrupt the block after ``seconds`` (only where signals work: the main thread)."""
+    """Interrupt the block after ``seconds``, and again every 0.2 s until it gives up (only
+    where signals work: the main thread). Yields a list that holds True once time ran out."""
+    expired: list[bool] = []
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
+        yield expired
         return
 
     def expire(signum, frame):
+        expired[:] = [True]
         raise CaseTimeout(f"did not finish in {seconds:g} s (an endless loop?)")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
     try:
-        yield
+        yield expired
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -59,7 +62,7 @@ def _watch_calls(codes: dict, used: list[str]):
         sys.setprofile(previous)
 
 
-def check(exercise: str, /, **objects) -> Report:
+def check(exercise: str, /, *positional, **objects) -> Report:
     """Run an exercise's cases on your code: ``check("ex01", BlockManager=MyBlockManager)``.
 
     Returns a report (a table in Jupyter): each case passed or failed, with what was expected,
@@ -67,6 +70,9 @@ def check(exercise: str, /, **objects) -> Report:
     """
     module = load(exercise)
     spec = module.EXERCISE
+    if positional:
+        wanted = ", ".join(f"{key}={value}" for key, value in spec.names.items())
+        raise TypeError(f"pass your code by name: check({spec.id!r}, {wanted})")
     missing = [name for name in spec.names if name not in objects]
     unknown = [name for name in objects if name not in spec.names]
     if missing or unknown:
@@ -82,15 +88,20 @@ def check(exercise: str, /, **objects) -> Report:
     for case in cases:
         used: list[str] = []
         outcome = {"reuse": list(reuse)}
+        expired: list[bool] = []
         try:
-            with _time_limit(spec.case_timeout), _watch_calls(codes, used):
+            with _time_limit(spec.case_timeout) as expired, _watch_calls(codes, used):
                 outcome.update(status="ok", output=getattr(module, case.driver)(objects, case.data))
         except CaseTimeout as error:
             outcome.update(status="timed out", detail=str(error))
         except KeyboardInterrupt:
-            raise
+            if not expired:
+                raise
+            outcome.update(status="timed out", detail=f"did not finish in {spec.case_timeout:g} s")
         except BaseException as error:  # noqa: BLE001 - report, never crash the notebook
             outcome.update(status="raised", detail=f"{type(error).__name__}: {short(str(error), 300)}")
+        if expired and outcome["status"] == "ok":   # the learner's code swallowed the timeout
+            outcome.update(status="timed out", detail=f"did not finish in {spec.case_timeout:g} s")
         outcome["reuse"] += [f"called pagedlab's own {name}" for name in used]
         outcomes.append(outcome)
     return judge.report(module, cases, expected, outcomes)

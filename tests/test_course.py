@@ -92,3 +92,13 @@ def test_set_repo_command_line(checkout):
     assert result.returncode == 0, result.stderr
     assert f"cli/demo@v{course.__version__}" in result.stdout
     assert all("github.com/cli/demo@v" in p.read_text() for p in notebooks(checkout))
+
+
+def test_make_exercises_is_routed_to_the_grader_with_its_arguments(monkeypatch):
+    import types
+    seen = []
+    fake = types.ModuleType("pagedlab.grading.exercises")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "pagedlab.grading.exercises", fake)
+    assert course.main(["make-exercises", "--check", "--solutions", "s"]) == 0
+    assert seen == [["--check", "--solutions", "s"]]

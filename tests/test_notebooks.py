@@ -47,9 +47,25 @@ def test_lesson_runs_top_to_bottom_on_cpu_in_under_a_minute(path):
     assert not errors
 
 
+CURRICULUM = ["00_start_here", "01_parking_garage", "02_pages_and_block_tables",
+              "03_where_memory_goes", "04_sharing", "05_scheduling", "06_attention_over_pages",
+              "07_triton_kernel", "08_serving_a_model"]
+
+
 def test_all_nine_lessons_exist():
-    names = [p.stem for p in LESSONS]
-    assert names[0] == "00_start_here" and len(names) >= 3, names
+    assert [p.stem for p in LESSONS] == CURRICULUM
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_points_to_its_exercise_and_ends_with_a_summary(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    exercises = {"01": ["ex01_block_manager"], "02": ["ex02_append_and_slots"],
+                 "04": ["ex03_copy_on_write", "ex04_prefix_cache"], "05": ["ex05_scheduler_step"],
+                 "06": ["ex06_paged_attention_torch"], "07": ["ex07_triton_kernel"]}
+    for name in exercises.get(path.stem[:2], []):
+        assert name in text, f"{path.name} does not point to {name}"
+    assert "## Summary" in "".join(cells[-1]["source"]) or "## Summary" in text
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=[f"{p.parent.name}/{p.stem}" for p in ALL_NOTEBOOKS])

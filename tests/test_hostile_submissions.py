@@ -158,3 +158,37 @@ def test_other_processes_and_gc_walks_are_switched_off(tmp_path):
     report = grade(submission(tmp_path, SOLUTION, escape))
     assert report.score == 6
     assert "ESCAPED" not in report.output and report.output.count("blocked:") == 2
+
+
+def one_cell_notebook(tmp_path, exercise_id: str, code: str) -> Path:
+    path = tmp_path / f"{exercise_id}_answer.ipynb"
+    path.write_text(json.dumps({"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": code}]}))
+    return path
+
+
+@pytest.mark.parametrize("exercise_id, answer, says", [
+    ("ex05", "import pagedlab as pl\n"
+             "def schedule_step(running, waiting, bm, max_num_seqs):\n"
+             "    scheduler = pl.Scheduler(bm, max_num_seqs=max_num_seqs)\n"
+             "    return [], [], []", "called pagedlab's own pagedlab.scheduler.Scheduler.__init__"),
+    ("ex05", "from pagedlab.grading.ex05 import reference_schedule_step as schedule_step",
+     "is pagedlab's own pagedlab.grading.ex05.reference_schedule_step"),
+    ("ex06", "import pagedlab.attention as attention\n"
+             "def my_paged_attention(*args, **kwargs):\n"
+             "    return attention.paged_attention_reference(*args, **kwargs)",
+     "called pagedlab's own pagedlab.attention.paged_attention_reference"),
+    ("ex07", "import pagedlab as pl\n"
+             "def my_paged_attention(*args, **kwargs):\n"
+             "    return pl.paged_attention(*args, **kwargs, backend='triton')",
+     "called pagedlab's own pagedlab.attention.paged_attention"),
+    ("ex07", "from pagedlab.kernels.paged_attention import paged_decode_kernel\n"
+             "def my_paged_attention(*args, **kwargs):\n"
+             "    paged_decode_kernel[(1,)](*range(30))",
+     "called pagedlab's own pagedlab.kernels.paged_attention.paged_decode_kernel"),
+])
+def test_handing_in_pagedlabs_scheduler_or_attention_is_not_solved(tmp_path, exercise_id, answer, says):
+    report = grade_notebook(one_cell_notebook(tmp_path, exercise_id, answer), FAST, seed=1)
+    assert report.score == 0 and len(report.cases) == 6
+    assert all(says in case.got for case in report.cases), report

@@ -156,13 +156,23 @@ def _result_view(op: list | None, result: list, features: frozenset[str]) -> str
     return "ok"
 
 
+def _shown(value: Any, limit: int = 100) -> str:
+    """An observation for a human: errors and bad values spelled out."""
+    if isinstance(value, list) and value[:1] == ["raised"]:
+        return f"raises {value[1]}: {short(value[2], 200)}"
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("not an int", "not a list",
+                                                                   "not a bool", "too long"):
+        return f"{value[0]}: {short(value[1], limit)}"
+    return short(value, limit)
+
+
 def _layout_view(tables: dict, num_blocks: int) -> str:
     """Block tables with ids relabelled a, b, c... in order of first appearance."""
     labels: dict[int, str] = {}
     parts = []
     for sid, table in tables.items():
         if not isinstance(table, list) or table[:1] in (["raised"], ["not a list"], ["too long"]):
-            parts.append(f"seq {sid}: {short(table, 100)}")
+            parts.append(f"seq {sid}: {_shown(table)}")
             continue
         names = []
         for block in table:
@@ -182,8 +192,10 @@ def _label(index: int) -> str:
 def _slots_view(tables: dict, slots: dict, block_size: int) -> str:
     for sid, table in tables.items():
         got = slots.get(sid)
-        if not isinstance(table, list) or not isinstance(got, list):
-            return f"seq {sid}: {short(got, 100)}"
+        if _shown(got) != short(got, 100) or not isinstance(got, list):
+            return f"seq {sid}: {_shown(got)}"
+        if _shown(table) != short(table, 100):
+            return f"seq {sid}: block table {_shown(table)}"
         length = len(got)
         expected = [table[p // block_size] * block_size + p % block_size
                     for p in range(min(length, len(table) * block_size))
@@ -214,14 +226,15 @@ def views(script: dict, steps: list[dict], features: frozenset[str]) -> list[tup
     out.append((header, {"result": _result_view(None, steps[0]["result"], features)}))
     for index, (op, step) in enumerate(zip(script["ops"], steps[1:]), start=1):
         view = {"result": _result_view(op, step["result"], features),
-                "num_free_blocks": short(step["free"]),
+                "num_free_blocks": _shown(step["free"]),
                 "block tables": _layout_view(step["tables"], script["num_blocks"])}
         if "tokens" in features:
             view["tokens per sequence"] = short(step["tokens"])
         if "slots" in features:
             view["slot_mapping"] = _slots_view(step["tables"], step["slots"], script["block_size"])
         if "refs" in features:
-            view["ref counts"] = short(step["refs"])
+            view["ref counts"] = "; ".join(f"seq {sid}: {_shown(refs)}"
+                                           for sid, refs in step["refs"].items()) or "none"
         if "copy" in features and op[0] == "append":
             view["copy-on-write"] = _copy_view(op, step["result"], steps[index - 1], step)
         out.append((f"step {index}: {describe_op(op)}", view))

@@ -91,3 +91,11 @@ def short(value: Any, limit: int = 160) -> str:
     """A one-line, length-capped description of a value for the report."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def root_error(error: BaseException) -> BaseException:
+    """The learner's own exception inside a wrapper (the Triton interpreter wraps kernel errors
+    in an ``InterpreterError`` whose cause is the real one)."""
+    while type(error).__name__ == "InterpreterError" and error.__cause__ is not None:
+        error = error.__cause__
+    return error

@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 
 from . import judge
-from .exercise import load, short
+from .exercise import load, root_error, short
 from .report import Report
 from .reuse import forbidden_codes, static_reuse
 
@@ -99,6 +99,7 @@ def check(exercise: str, /, *positional, **objects) -> Report:
                 raise
             outcome.update(status="timed out", detail=f"did not finish in {spec.case_timeout:g} s")
         except BaseException as error:  # noqa: BLE001 - report, never crash the notebook
+            error = root_error(error)
             outcome.update(status="raised", detail=f"{type(error).__name__}: {short(str(error), 300)}")
         if expired and outcome["status"] == "ok":   # the learner's code swallowed the timeout
             outcome.update(status="timed out", detail=f"did not finish in {spec.case_timeout:g} s")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import inspect
 import json
 import linecache
@@ -27,6 +28,7 @@ import traceback
 from types import FunctionType
 
 from .channel import Channel
+from .exercise import root_error
 
 CHANNEL_FD = 250            # where the channel is moved, away from the fds a learner opens first
 
@@ -171,6 +173,7 @@ class Guard:
 
 def describe(error: BaseException, cells: dict[str, str]) -> str:
     """``Type: message (cell N, line L, in function)``: where in the learner's cells it happened."""
+    error = root_error(error)
     frames = [(frame.f_code, lineno) for frame, lineno in traceback.walk_tb(error.__traceback__)]
     where = []
     mine = [(code, lineno) for code, lineno in frames if code.co_filename in cells]

@@ -6,12 +6,14 @@ them as a list and batches them continuously over its paged KV cache. Both use t
 initialised GPT-2 weights (no download). Each side runs once to warm up, then ``--repeats`` times,
 taking turns; the best run counts (the CPU here is shared, so the best is the least disturbed).
 
-    python benchmarks/bench_engine.py              # CPU, a small GPT-2 (fp32)
+    python benchmarks/bench_engine.py --cpu        # CPU, a small GPT-2 (fp32)
     python benchmarks/bench_engine.py --gpu        # CUDA, the real GPT-2 config (124M, fp16)
-    python benchmarks/bench_engine.py --json out.json
+    python benchmarks/bench_engine.py --json out.json   # auto: --gpu if there is a GPU
 
-The --gpu mode is what ``make gpu-check`` runs; it also checks that both produce the same
-tokens on most prompts (fp16 can flip a near-tie, so exact equality is not required there).
+On a busy shared CPU add ``--threads 1``: with two threads, one stalled core stalls both.
+
+The --gpu mode is what ``make gpu-check`` runs. It reports how many prompts got the same tokens
+from both (fp16 can flip a near-tie, so exact equality is only required in fp32 on the CPU).
 See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
@@ -28,8 +30,9 @@ import pagedlab as pl
 
 try:
     from transformers import GPT2Config, GPT2LMHeadModel
-except ImportError:
-    sys.exit("this benchmark compares against transformers: pip install 'pagedlab[model]'")
+except ImportError as error:
+    sys.exit(f"this benchmark compares against transformers ({error}): "
+             "pip install 'pagedlab[model]'")
 
 SIZES = {  # name: (n_layer, n_head, n_embd, vocab_size)
     "tiny": (2, 4, 64, 512),
@@ -79,8 +82,10 @@ def best_of(runs: dict, repeats: int, device) -> tuple[dict, dict]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="CUDA, GPT-2 config, fp16")
-    parser.add_argument("--size", choices=SIZES, help="model size (default: small, gpu2 on --gpu)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--gpu", action="store_true", help="CUDA, GPT-2 config, fp16")
+    where.add_argument("--cpu", action="store_true", help="CPU, small config, fp32")
+    parser.add_argument("--size", choices=SIZES, help="model size (default: small; gpt2 on GPU)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--scale", type=int, default=4,
@@ -90,6 +95,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    args.gpu = args.gpu or (not args.cpu and torch.cuda.is_available())
     if args.gpu and not torch.cuda.is_available():
         sys.exit("--gpu needs a CUDA GPU; run without --gpu for the CPU benchmark")
     if args.threads:

@@ -216,3 +216,9 @@ def test_follow_up_prompt_reuses_a_finished_answer(model, prompts):
     follow_up = prompt + answer + [7, 9]
     assert engine.generate([follow_up], max_new_tokens=4, progress=False) == \
         pl.naive_generate(model, [follow_up], max_new_tokens=4)
+
+
+def test_progress_bar_counts_tokens(model, prompts, capsys):
+    engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
+    engine.generate(prompts[:2], max_new_tokens=3, progress=True)
+    assert "6/6" in capsys.readouterr().err

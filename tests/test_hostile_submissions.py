@@ -69,6 +69,13 @@ def test_an_exception_at_import_names_the_cell(tmp_path):
     assert all("defines no MyBlockManager" in c.got and "ValueError" in c.got for c in broken.cases)
 
 
+def test_an_endless_loop_at_import_times_out_and_every_case_says_so(tmp_path):
+    report = grade(submission(tmp_path, SOLUTION, "while True:\n    pass"),
+                   Limits(case_timeout=3.0, setup_timeout=2.0))
+    assert report.score == 0
+    assert all("notebook's code did not finish in 2 s" in case.got for case in report.cases)
+
+
 def test_an_endless_loop_times_out_that_case_only(tmp_path):
     loop = ("def endless(self, seq):\n    while True:\n        pass\n"
             "MyBlockManager.can_allocate = endless")
@@ -135,7 +142,8 @@ def test_handing_in_pagedlabs_own_block_manager_is_not_solved(tmp_path, answer, 
 
 
 def test_reading_the_reference_source_is_reported(tmp_path):
-    answer = ("import pagedlab.blocks\nsource = open(pagedlab.blocks.__file__).read()")
+    answer = ("import pathlib, pagedlab.blocks\n"
+              "source = pathlib.Path(pagedlab.blocks.__file__).read_text()")
     report = grade(submission(tmp_path, SOLUTION, answer))
     assert any("read pagedlab's own source" in note for note in report.notes)
 
@@ -150,14 +158,15 @@ def test_writing_on_the_private_channel_voids_the_results(tmp_path):
 
 
 def test_other_processes_and_gc_walks_are_switched_off(tmp_path):
-    escape = ("import subprocess, sys, gc\n"
+    escape = ("import subprocess, sys, gc, os, signal\n"
               "for attempt in (lambda: subprocess.run([sys.executable, '-c', 'print(1)']),\n"
-              "                lambda: gc.get_objects()):\n"
+              "                lambda: gc.get_objects(),\n"
+              "                lambda: os.kill(os.getppid(), signal.SIGKILL)):\n"
               "    try:\n        attempt()\n        print('ESCAPED')\n"
               "    except PermissionError as error:\n        print('blocked:', error)")
     report = grade(submission(tmp_path, SOLUTION, escape))
     assert report.score == 6
-    assert "ESCAPED" not in report.output and report.output.count("blocked:") == 2
+    assert "ESCAPED" not in report.output and report.output.count("blocked:") == 3
 
 
 def one_cell_notebook(tmp_path, exercise_id: str, code: str) -> Path:

@@ -129,6 +129,7 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
     if printed > len(output):
         notes.append(f"the notebook printed {printed:,} bytes; the report keeps the first "
                      f"{len(output):,}")
+    notes = list(dict.fromkeys(notes))   # a restarted sandbox repeats its setup notes
     ordered = [outcomes.get(i, {"status": judge.NOT_RUN}) for i in range(len(cases))]
     return judge.report(module, cases, expected, ordered, source=str(path), notes=notes,
                         output=output.decode("utf-8", "replace"),

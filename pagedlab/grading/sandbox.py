@@ -63,7 +63,10 @@ class Guard:
     # -- tripwires --
     def arm(self) -> None:
         for module_name, names in self.exercise.forbidden.items():
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:   # not importable here, so not usable either
+                continue
             self._block_file(module)
             module.__dict__["__pagedlab_tripwire__"] = self.tripped
             for name in names:
@@ -119,8 +122,8 @@ class Guard:
     def audit(self, event: str, args: tuple) -> None:
         if self.phase == "grader":
             return
-        if event == "open" and isinstance(args[0], str):
-            if os.path.realpath(args[0]) in self.blocked_files:
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            if os.path.realpath(os.fsdecode(args[0])) in self.blocked_files:
                 self.violation(f"read pagedlab's own source of the answer ({args[0]})")
                 raise ReferenceUnavailable("reading pagedlab's own answer is switched off while grading")
         elif event in ("object.__setattr__", "object.__delattr__"):
@@ -130,7 +133,8 @@ class Guard:
                                f".{args[1]}")
                 raise PermissionError("changing pagedlab is switched off while grading")
         elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-                       "os.fork", "os.forkpty", "pty.spawn"):
+                       "os.fork", "os.forkpty", "pty.spawn", "os.kill", "os.killpg",
+                       "signal.pthread_kill", "os.link"):
             raise PermissionError(f"{event} is switched off while grading: compute in this process")
         elif event.startswith("ctypes.") or event in ("gc.get_objects", "gc.get_referrers",
                                                        "gc.get_referents", "sys._current_frames"):

@@ -98,7 +98,8 @@ class PagedBatch:
         for first in range(0, len(order), GROUP):
             seqs = order[first:first + GROUP]
             query_lens = torch.tensor([self.query_lens[i] for i in seqs], device=device)  # (s,)
-            tokens = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in seqs]).to(device)
+            tokens = torch.tensor([t for i in seqs for t in range(starts[i], starts[i + 1])],
+                                  device=device)  # (n,)
             seq_of = torch.repeat_interleave(torch.arange(len(seqs), device=device), query_lens)
             row = torch.arange(len(tokens), device=device) \
                 - (query_lens.cumsum(0) - query_lens)[seq_of]  # (n,) index among its queries

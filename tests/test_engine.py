@@ -1,4 +1,6 @@
 """LLMEngine serves the same tokens as Hugging Face, whatever the paging, sharing or preemption."""
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -199,10 +201,25 @@ def test_engine_rejects_a_hugging_face_model(hf_model):
 
 
 def test_triton_kernels_serve_the_same_tokens(model, prompts):
-    """The store and decode kernels (Triton interpreter on a CPU) inside the engine."""
+    """The store and decode kernels inside the engine, in the Triton interpreter on a CPU."""
+    if pl.backend.triton_status()["mode"] != "interpreter":
+        pytest.skip("Triton is compiled for the GPU here: test_engine_on_the_gpu covers it")
     engine = pl.LLMEngine(model, num_blocks=16, block_size=4, backend="triton")
     assert engine.generate(prompts[1:3], max_new_tokens=3, progress=False) == \
         pl.naive_generate(model, prompts[1:3], max_new_tokens=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_engine_on_the_gpu_equals_hugging_face(model, prompts, hf_tokens, preemption):
+    """Compiled Triton kernels, a pinned CPU pool for swapping, the prefix cache: same tokens."""
+    engine = pl.LLMEngine(copy.deepcopy(model).cuda(), num_blocks=40, block_size=4,
+                          enable_prefix_caching=True, preemption=preemption)
+    assert engine.backend == "triton"
+    out = engine.generate(prompts + prompts[::-1], max_new_tokens=NEW, progress=False)
+    assert out == hf_tokens + hf_tokens[::-1]
+    assert engine.stats.preemptions > 0
+    assert_all_free(engine)
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -88,3 +88,17 @@ def test_every_solution_scores_full_marks_and_every_exercise_zero():
         for case in report.cases:   # a helpful message per case: the stub's hint and the case's
             assert "NotImplementedError: your code here: " in case.got, case
             assert case.hint
+
+
+@pytest.mark.slow
+def test_solution_notebooks_run_in_jupyter_and_their_check_cell_shows_all_passed():
+    """The learner's view: run top to bottom in a kernel; the last cell shows the HTML table."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for path in SOLUTIONS:
+        notebook = nbformat.read(path, as_version=4)
+        nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}}).execute()
+        outputs = notebook.cells[-1].outputs
+        html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+        assert "6/6 cases passed" in html, (path.name, outputs)

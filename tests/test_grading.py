@@ -230,3 +230,12 @@ def test_gradescope_autograder_files(tmp_path):
 def test_an_empty_submission_still_gives_gradescope_a_result():
     data = gradescope.results([], 0.4, ["x.ipynb: no such file or folder"])
     assert data["score"] == 0 and data["tests"] == [] and "no such file" in data["output"]
+
+
+def test_gradescope_counts_each_exercise_once(tmp_path):
+    from pagedlab.grading.report import CaseResult, Report
+    twice = [Report("ex01", "t", [CaseResult("a", passed=False)], source="first.ipynb"),
+             Report("ex01", "t", [CaseResult("a", passed=True)], source="second.ipynb")]
+    data = gradescope.results(twice, 1.0)
+    assert data["score"] == 1 and len(data["tests"]) == 1
+    assert "first.ipynb: another notebook for ex01" in data["output"]

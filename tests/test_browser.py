@@ -232,3 +232,91 @@ def test_lesson_03_breakdown_answers_its_controls_in_the_dark_theme(browser, lab
     explorer.screenshot(path=str(ARTIFACTS / "lesson03_breakdown_dark.png"))
     page.screenshot(path=str(ARTIFACTS / "lesson03_page_dark.png"))
     page.close()
+
+
+def widget_output(page, control_text: str):
+    """The output area of the widget that has a control (label or button) with this text."""
+    control = page.locator(".widget-label, button", has_text=control_text)
+    output = page.locator(".jp-OutputArea-output", has=control).last
+    output.scroll_into_view_if_needed()
+    return output
+
+
+def wait_until_changed(read, before, timeout_s: float = 30.0):
+    """Poll ``read()`` until it differs from ``before``; return the new value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = read()
+        if now != before:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"the widget did not change within {timeout_s:.0f} s")
+
+
+def _slider(output, label: str):
+    return output.locator(".widget-slider", has=output.page.locator(".widget-label", has_text=label)).first
+
+
+def _answers_00(page):
+    out = widget_output(page, "block size")
+    before = out.inner_text()
+    drag_slider(page, _slider(out, "block size"), 0.5)
+    assert "blocks of" in wait_until_changed(out.inner_text, before)
+
+
+def _answers_02(page):
+    out = widget_output(page, "length A1")
+    before = out.inner_text()
+    drag_slider(page, _slider(out, "block size"), 1.0)
+    assert "block size 16" in " ".join(wait_until_changed(out.inner_text, before).split())
+
+
+def _answers_04(page):
+    out = widget_output(page, "Fork")
+    before = out.inner_text()
+    out.locator("button", has_text="Fork").click()
+    assert "shared ×2" in wait_until_changed(out.inner_text, before)
+    before = out.inner_text()
+    out.locator("button", has_text="Append token").click()
+    assert "Copy-on-write" in wait_until_changed(out.inner_text, before)
+
+
+def _answers_05(page):
+    out = widget_output(page, "arrivals per step")
+    image = out.locator("img").first
+    before = image.get_attribute("src")
+    drag_slider(page, _slider(out, "pool"), 1.0)
+    wait_until_changed(lambda: image.get_attribute("src"), before)
+    assert "2048 blocks" in out.inner_text()
+
+
+def _answers_07(page):
+    out = widget_output(page, "splits")
+    before = out.inner_text()
+    drag_slider(page, _slider(out, "splits"), 1.0)
+    assert "4 split(s)" in wait_until_changed(out.inner_text, before)
+
+
+def _answers_08(page):
+    out = widget_output(page, "Generate")
+    done = out.locator(".widget-html", has_text="done:").first
+    before = done.inner_text()
+    drag_slider(page, _slider(out, "pool (blocks)"), 1.0)
+    out.locator("button", has_text="Generate").click()
+    assert "0 preemptions" in wait_until_changed(done.inner_text, before, timeout_s=60)
+
+
+WIDGET_LESSONS = {
+    "00_start_here": _answers_00, "02_pages_and_block_tables": _answers_02,
+    "04_sharing": _answers_04, "05_scheduling": _answers_05, "07_triton_kernel": _answers_07,
+    "08_serving_a_model": _answers_08,
+}
+
+
+@pytest.mark.parametrize("lesson", list(WIDGET_LESSONS))
+def test_every_other_lesson_widget_answers_in_the_browser(browser, lab, lesson):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_and_run_all(browser, lab, f"{lesson}.ipynb")
+    WIDGET_LESSONS[lesson](page)
+    page.screenshot(path=str(ARTIFACTS / f"lesson{lesson[:2]}_page.png"))
+    page.close()

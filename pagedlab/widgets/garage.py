@@ -152,8 +152,8 @@ class GarageWidget(widgets.VBox):
         self.grid.value = (
             f'<div style="max-width:30em"><b>The garage</b> (KV-cache pool)<br>{"".join(boxes)}'
             f'<div>free spaces: <b>{manager.num_free_blocks}</b> of {manager.num_blocks} '
-            f"&middot; tokens parked: <b>{sum(len(s) for s in self.cars.values())}</b> "
-            f"&middot; empty slots in last spaces: <b>{empty}</b></div></div>")
+            f"&middot; tokens: <b>{sum(len(s) for s in self.cars.values())}</b> "
+            f"&middot; empty slots: <b>{empty}</b></div></div>")
         rows = [[chip(car_label(seq.seq_id), colour_of(seq.seq_id)), str(len(seq)),
                  "[" + ", ".join(str(b) for b in seq.block_table) + "]"]
                 for seq in self.cars.values()]

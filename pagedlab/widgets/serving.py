@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .palette import BORDER, OKABE_ITO, cell, colour_of, figure_png, letter_of, table
+from .palette import BORDER, OKABE_ITO, cell, chip, colour_of, figure_png, letter_of, table
 
 
 def pool_html(manager, max_blocks: int = 128) -> str:
@@ -86,14 +86,17 @@ class ServingWidget(widgets.VBox):
 
     def _on_step(self, stats) -> None:
         """Called by the engine after every step: redraw the live parts."""
-        self.history.append(stats)
+        self.history.append(stats)  # the pool below is drawn after the step's frees
         self.usage.value = stats.usage
         self.usage.description = f"pool {stats.usage:.0%}"
         self.status.value = (f"step <b>{stats.step}</b>: {stats.num_prefills} prefill, "
                              f"{stats.num_decodes} decode, {stats.num_preempted} preempted, "
                              f"{stats.num_finished} finished; blocks used "
                              f"{stats.num_used_blocks} / {stats.num_used_blocks + stats.num_free_blocks}")
-        self.pool.value = pool_html(self.engine.block_manager)
+        if self.engine.block_manager.sequences:  # keep the last full picture once all are done
+            self.pool.value = pool_html(self.engine.block_manager)
+        else:
+            self.status.value += " &mdash; every request is done and every block free again"
 
     def generate(self) -> list[list[int]]:
         """Serve every prompt with a fresh engine; returns the new tokens of each prompt."""
@@ -120,6 +123,6 @@ class ServingWidget(widgets.VBox):
             f"{stats.generated_tokens} tokens, {stats.preemptions} preemptions, peak "
             f"{stats.peak_used_blocks} of {self.num_blocks.value} blocks</div>"
             + table(["request", "prompt", "new tokens (first 8)"],
-                    [[letter_of(i + 1), f"{len(p)} tokens", str(out[:8])]
+                    [[chip(letter_of(i + 1), colour_of(i + 1)), f"{len(p)} tokens", str(out[:8])]
                      for i, (p, out) in enumerate(zip(self.prompts, self.results))]))
         return self.results

@@ -17,12 +17,14 @@ BUDGET_S = float(os.environ.get("PAGEDLAB_NOTEBOOK_BUDGET_S", "60"))
 
 
 def _cell_failure(error, notebook) -> str:
-    """The failing cell's source and the error, as a learner would see them."""
-    source = ""
-    index = getattr(error, "cell_index", None)
-    if index is not None:
-        source = "".join(notebook.cells[index].source)
-    return f"cell {index}:\n{source}\n\n{error}"
+    """Which cell failed (its number and source) and the error, as a learner would see them."""
+    failed = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+              and any(o.output_type == "error" for o in cell.get("outputs", []))]
+    if not failed:
+        return str(error)
+    index = failed[0]
+    return (f"cell {index}:\n{''.join(notebook.cells[index].source)}\n\n"
+            f"{error.ename}: {error.evalue}\n\n{error}")
 
 
 @pytest.mark.slow

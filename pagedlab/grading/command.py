@@ -32,7 +32,8 @@ def find_notebooks(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pagedlab grade", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pagedlab grade", description="Grade exercise notebooks, "
+                                     "print the verdicts, write Gradescope results.")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="notebooks, or folders of them")
     parser.add_argument("--gradescope", metavar="RESULTS_JSON", help="also write Gradescope results")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",

@@ -249,6 +249,8 @@ class BlockManager:
 
         If the last block is partly filled and shared, it is copied first (copy-on-write) and
         the ``(src, dst)`` block copy the KV cache must perform is returned; otherwise None.
+        The new token's K/V are computed later (at the next step), every earlier token's are
+        in the cache already: that is when a full block may enter the prefix cache.
         """
         if self._live.get(seq.seq_id) is not seq:
             self._require_live(seq, "append_token")
@@ -258,8 +260,6 @@ class BlockManager:
         filled = len(tokens) % self.block_size
         if filled and self._ref[table[-1]] == 1:  # hot path: room in our own last block
             tokens.append(token_id)
-            if filled + 1 == self.block_size and self.enable_prefix_caching:
-                self._on_block_full(seq)
             return None
         if self.num_free_blocks == 0:
             raise OutOfBlocks(f"sequence {seq.seq_id} needs 1 more block, 0 free "
@@ -272,10 +272,10 @@ class BlockManager:
             table[-1] = dst = self._take_block()
             copy = (src, dst)
         else:
+            if self.enable_prefix_caching:  # the full last block now has all its K/V
+                self._cache_computed_blocks(seq, len(tokens))
             table.append(self._take_block())
         tokens.append(token_id)
-        if self.enable_prefix_caching and len(tokens) % self.block_size == 0:
-            self._on_block_full(seq)  # a copied block (or a 1-slot one) just filled up
         return copy
 
     def _as_token(self, token_id) -> int:
@@ -284,13 +284,19 @@ class BlockManager:
         except TypeError:
             raise TypeError(f"token_id must be an int, got {token_id!r}") from None
 
-    def _on_block_full(self, seq: Sequence) -> None:
-        hashes = self._seq_hashes[seq.seq_id]
-        start = len(hashes) * self.block_size
-        block_hash = hash((hashes[-1] if hashes else None,
-                           tuple(seq.token_ids[start:start + self.block_size])))
-        hashes.append(block_hash)
-        self._register(seq.block_table[len(hashes) - 1], block_hash)
+    def _cache_computed_blocks(self, seq: Sequence, num_computed: int) -> None:
+        """Index each full block of seq whose tokens (positions < num_computed) have K/V.
+
+        A block is never cached while its last token's K/V are still to be computed: a request
+        that ends on that token would otherwise leave a hole that a later prompt reads.
+        """
+        hashes, size = self._seq_hashes[seq.seq_id], self.block_size
+        while len(hashes) < num_computed // size:
+            start = len(hashes) * size
+            block_hash = hash((hashes[-1] if hashes else None,
+                               tuple(seq.token_ids[start:start + size])))
+            hashes.append(block_hash)
+            self._register(seq.block_table[len(hashes) - 1], block_hash)
 
     # ------------------------------------------------------------------ share
     def fork(self, parent: Sequence, child_id: int) -> Sequence:
@@ -416,16 +422,10 @@ class BlockManager:
             for gpu in seq.block_table:
                 self._ref[gpu] += 1
             self._live[seq.seq_id] = seq
-            if self.enable_prefix_caching:  # copies are not in the cache: rebuild the chain
-                self._seq_hashes[seq.seq_id] = self._chain(seq)
+            if self.enable_prefix_caching:  # fresh copies: index those fully computed
+                self._seq_hashes[seq.seq_id] = []
+                self._cache_computed_blocks(seq, len(seq.token_ids) - 1)
         return list(mapping.items())
-
-    def _chain(self, seq: Sequence) -> list[int]:
-        hashes, parent, size = [], None, self.block_size
-        for start in range(0, len(seq.token_ids) - size + 1, size):
-            parent = hash((parent, tuple(seq.token_ids[start:start + size])))
-            hashes.append(parent)
-        return hashes
 
     def is_swapped(self, seq: Sequence) -> bool:
         return self._swapped.get(seq.seq_id) is seq

@@ -222,10 +222,6 @@ def test_engine_on_the_gpu_equals_hugging_face(model, prompts, hf_tokens, preemp
     assert_all_free(engine)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BlockManager puts a block in the prefix cache when its last token is appended, before that "
-    "token's K/V exist; a request that ends on that token leaves the slot empty, and a later "
-    "prompt extending it reads garbage. Needs blocks.py to cache a block only once computed."))
 def test_follow_up_prompt_reuses_a_finished_answer(model, prompts):
     engine = pl.LLMEngine(model, num_blocks=64, block_size=4, enable_prefix_caching=True)
     prompt = prompts[4]  # 8 tokens; with 8 new ones the answer's last token fills a block

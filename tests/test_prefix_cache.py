@@ -67,15 +67,27 @@ def test_freed_cached_blocks_stay_reusable_and_count_as_free():
     assert b.block_table[:2] == first
 
 
-def test_blocks_that_fill_up_during_decoding_become_cached():
+def test_a_block_filled_while_decoding_is_cached_once_its_last_token_is_computed():
     bm = cached_manager()
     a = pl.Sequence(1, [1, 2, 3])
     bm.allocate(a)
-    bm.append_token(a, 4)        # block now full -> cached
-    bm.append_token(a, 5)
+    bm.append_token(a, 4)        # block full, but token 4's K/V come with the next step
+    assert not bm.is_cached(a.block_table[0])
+    bm.append_token(a, 5)        # the step that appends 5 computed 4: now it is cached
+    assert bm.is_cached(a.block_table[0])
     b = pl.Sequence(2, [1, 2, 3, 4, 6])
     assert bm.allocate(b) == 4
     assert b.block_table[0] == a.block_table[0]
+
+
+def test_a_block_whose_last_token_was_never_computed_is_not_reused():
+    # A request that ends on a block's last token never computes that token's K/V.
+    bm = cached_manager()
+    a = pl.Sequence(1, [1, 2, 3])
+    bm.allocate(a)
+    bm.append_token(a, 4)
+    bm.free(a)
+    assert bm.allocate(pl.Sequence(2, [1, 2, 3, 4, 5])) == 0
 
 
 def test_eviction_order_is_least_recently_freed_first():
@@ -139,12 +151,27 @@ def test_hit_rate_counters_add_up_over_allocations():
     assert bm.prefix_query_tokens == 18 and bm.prefix_hit_tokens == 8
 
 
-def test_a_block_filled_right_after_copy_on_write_becomes_cached():
+def test_a_block_filled_by_copy_on_write_is_cached_after_the_next_token():
     bm = cached_manager()
     parent = pl.Sequence(1, [1, 2, 3])
     bm.allocate(parent)
     child = bm.fork(parent, 2)
     assert bm.append_token(child, 4) is not None   # copy-on-write fills the copy
+    bm.append_token(child, 5)
     probe = pl.Sequence(3, [1, 2, 3, 4, 5])
     assert bm.allocate(probe) == 4
     assert probe.block_table[0] == child.block_table[0]
+
+
+def test_swapped_in_blocks_rejoin_the_prefix_cache():
+    bm = cached_manager(num_blocks=10)
+    a = pl.Sequence(1, list(range(9)))
+    bm.allocate(a)
+    bm.swap_out(a)                                   # its 2 full blocks stay cached
+    other = pl.Sequence(2, [50] * 36)                # 9 blocks: evicts one of a's old blocks
+    bm.allocate(other)
+    bm.free(other)
+    bm.swap_in(a)
+    probe = pl.Sequence(3, list(range(8)) + [99])
+    assert bm.allocate(probe) == 8                   # the evicted block is found again
+    assert probe.block_table[1] == a.block_table[1]

@@ -24,19 +24,19 @@ sys.exit(s['mode'] != 'compiled')"
 # A failing test does not stop the benchmark; the script still exits non-zero at the end.
 status=0
 start=$(date +%s)
-timeout 130 "$PYTHON" -m pytest -q -p no:cacheprovider \
+timeout 110 "$PYTHON" -m pytest -q -p no:cacheprovider \
     tests/test_kernels.py tests/test_cache.py tests/test_attention_reference.py tests/test_backend.py \
     tests/test_model.py tests/test_engine.py \
     2>&1 | tee "$OUT_DIR/gpu_tests.txt" || status=1
 echo "gpu-check: tests took $(( $(date +%s) - start )) s"
 
 start=$(date +%s)
-timeout 150 "$PYTHON" -m pagedlab bench --out "$OUT_DIR" 2>&1 | tee "$OUT_DIR/bench.txt" || status=1
+timeout 110 "$PYTHON" -m pagedlab bench --out "$OUT_DIR" 2>&1 | tee "$OUT_DIR/bench.txt" || status=1
 echo "gpu-check: benchmark took $(( $(date +%s) - start )) s"
 
 # The serving engine against transformers' generate, real GPT-2 config, random weights.
 start=$(date +%s)
-timeout 150 "$PYTHON" benchmarks/bench_engine.py --gpu --json "$OUT_DIR/bench_engine_gpu.json" \
+timeout 60 "$PYTHON" benchmarks/bench_engine.py --gpu --json "$OUT_DIR/bench_engine_gpu.json" \
     2>&1 | tee "$OUT_DIR/bench_engine.txt" || status=1
 echo "gpu-check: engine benchmark took $(( $(date +%s) - start )) s"
 exit $status

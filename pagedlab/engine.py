@@ -211,9 +211,9 @@ class LLMEngine:
             query_lens.append(len(seq) - first)
         if prefill and self.block_manager.enable_prefix_caching:
             # A prompt found entirely in the prefix cache recomputes its last token, whose slot
-            # is in a shared block. Writing its K/V rewrites the numbers already there (same
-            # tokens, same positions), or fills the slot if the block was cached before that
-            # token's K/V were computed. Two such tokens in one batch: the first writes (-1 skips).
+            # is in a shared, cached block: writing its K/V rewrites the numbers already there
+            # (same tokens, same positions). Two such tokens in one batch: the first writes and
+            # the others skip (slot -1), so no slot is written twice in one store.
             seen: set[int] = set()
             for i, slot in enumerate(slots):
                 if slot in seen:

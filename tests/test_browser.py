@@ -145,15 +145,25 @@ def open_and_run_all(browser, lab, name: str):
     page.wait_for_function(in_panel("""
             const name = panel.querySelector('.jp-KernelName');
             const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
-            return window.jupyterapp && name && !/No Kernel|Starting/i.test(name.textContent)
+            const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const kernel = widget && widget.sessionContext && widget.sessionContext.session
+                && widget.sessionContext.session.kernel;
+            return kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle'
+                && name && !/No Kernel|Starting/i.test(name.textContent)
                 && status && status.getAttribute('data-status') === 'idle';"""), timeout=90_000)
     page.evaluate("() => window.jupyterapp.commands.execute('runmenu:run-all')")
     # Done when every code cell shows an execution count and the kernel is idle again.
-    page.wait_for_function(in_panel("""
+    try:
+        page.wait_for_function(in_panel("""
             const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
             const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
                 && status.getAttribute('data-status') === 'idle';"""), timeout=120_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"failed_{Path(name).stem}.png"), full_page=True)
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        raise AssertionError(f"Run All did not finish {name}: prompts {prompts}") from None
     tracebacks = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
     assert tracebacks.count() == 0, tracebacks.first.inner_text()
     return page
@@ -237,20 +247,26 @@ def test_lesson_03_breakdown_answers_its_controls_in_the_dark_theme(browser, lab
 def widget_output(page, control_text: str):
     """The output area of the widget that has a control (label or button) with this text."""
     control = page.locator(".widget-label, button", has_text=control_text)
+    control.first.wait_for()  # the widget view exists
     output = page.locator(".jp-OutputArea-output", has=control).last
     output.scroll_into_view_if_needed()
     return output
 
 
-def wait_until_changed(read, before, timeout_s: float = 30.0):
-    """Poll ``read()`` until it differs from ``before``; return the new value."""
+def eventually(read, check, timeout_s: float = 30.0):
+    """Poll ``read()`` until ``check(value)`` holds; return the value (or fail showing it)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = read()
-        if now != before:
-            return now
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the widget did not answer within {timeout_s:.0f} s: {value!r}"[:2000])
         time.sleep(0.2)
-    raise AssertionError(f"the widget did not change within {timeout_s:.0f} s")
+
+
+def text_of(output):
+    return lambda: " ".join(output.inner_text().split())
 
 
 def _slider(output, label: str):
@@ -259,51 +275,49 @@ def _slider(output, label: str):
 
 def _answers_00(page):
     out = widget_output(page, "block size")
-    before = out.inner_text()
+    eventually(text_of(out), lambda t: "needs 7 blocks of 16" in t)
     drag_slider(page, _slider(out, "block size"), 0.5)
-    assert "blocks of" in wait_until_changed(out.inner_text, before)
+    eventually(text_of(out), lambda t: "blocks of" in t and "blocks of 16 " not in t)
 
 
 def _answers_02(page):
     out = widget_output(page, "length A1")
-    before = out.inner_text()
+    eventually(text_of(out), lambda t: "block size 4:" in t)
     drag_slider(page, _slider(out, "block size"), 1.0)
-    assert "block size 16" in " ".join(wait_until_changed(out.inner_text, before).split())
+    eventually(text_of(out), lambda t: "block size 16:" in t)
 
 
 def _answers_04(page):
     out = widget_output(page, "Fork")
-    before = out.inner_text()
+    eventually(text_of(out), lambda t: "Fork it to start" in t)
     out.locator("button", has_text="Fork").click()
-    assert "shared ×2" in wait_until_changed(out.inner_text, before)
-    before = out.inner_text()
+    eventually(text_of(out), lambda t: "shared ×2" in t)
     out.locator("button", has_text="Append token").click()
-    assert "Copy-on-write" in wait_until_changed(out.inner_text, before)
+    eventually(text_of(out), lambda t: "Copy-on-write" in t)
 
 
 def _answers_05(page):
     out = widget_output(page, "arrivals per step")
     image = out.locator("img").first
-    before = image.get_attribute("src")
+    before = eventually(lambda: image.get_attribute("src") or "", bool)
     drag_slider(page, _slider(out, "pool"), 1.0)
-    wait_until_changed(lambda: image.get_attribute("src"), before)
-    assert "2048 blocks" in out.inner_text()
+    eventually(lambda: image.get_attribute("src"), lambda src: src != before)
+    eventually(text_of(out), lambda t: "2048 blocks" in t)
 
 
 def _answers_07(page):
     out = widget_output(page, "splits")
-    before = out.inner_text()
+    eventually(text_of(out), lambda t: "3 programs" in t)
     drag_slider(page, _slider(out, "splits"), 1.0)
-    assert "4 split(s)" in wait_until_changed(out.inner_text, before)
+    eventually(text_of(out), lambda t: "12 programs" in t and "4 split(s)" in t)
 
 
 def _answers_08(page):
     out = widget_output(page, "Generate")
-    done = out.locator(".widget-html", has_text="done:").first
-    before = done.inner_text()
+    eventually(text_of(out), lambda t: "done:" in t and "peak 24 of 24" in t, timeout_s=60)
     drag_slider(page, _slider(out, "pool (blocks)"), 1.0)
     out.locator("button", has_text="Generate").click()
-    assert "0 preemptions" in wait_until_changed(done.inner_text, before, timeout_s=60)
+    eventually(text_of(out), lambda t: "0 preemptions" in t and "of 128 blocks" in t, timeout_s=60)
 
 
 WIDGET_LESSONS = {

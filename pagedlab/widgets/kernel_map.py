@@ -50,7 +50,7 @@ def kernel_map_html(block_tables: list[list[int]], context_lens: list[int], bloc
             for split in range(num_splits):
                 programs += 1
                 steps = program_steps(table, context_len, block_size, tile, tokens_per_split, split)
-                name = (f"seq {seq} ({letter_of(seq + 1)}) &middot; kv head {head}"
+                name = (f"seq {seq} ({letter_of(seq + 1)}) &middot; kv {head}"
                         + (f" &middot; split {split}" if num_splits > 1 else ""))
                 boxes = [cell(f"step {i}<br>blk {', '.join(map(str, blocks))}"
                               + (f"<br>{masked} masked" if masked else "<br>&nbsp;"),
@@ -58,12 +58,13 @@ def kernel_map_html(block_tables: list[list[int]], context_lens: list[int], bloc
                               title=f"reads physical blocks {blocks}; {masked} lanes masked")
                          for i, (blocks, masked) in enumerate(steps)]
                 if not boxes:
-                    boxes = [cell("no work<br>(context ends before this split)", None, width="13em")]
+                    boxes = [cell("no work<br>(context ends before this split)", None, width="20em")]
                 rows.append(f'<div style="white-space:nowrap"><span style="display:inline-block;'
-                            f'width:17em;font-family:monospace;font-size:12px">{name}</span>'
+                            f'min-width:20em;font-family:monospace;font-size:12px">{name}</span>'
                             f'{"".join(boxes)}</div>')
     header = (f"<b>{programs} programs</b> = {len(context_lens)} sequences &times; "
-              f"{num_kv_heads} KV heads &times; {num_splits} split(s); each step reads "
+              f"{num_kv_heads} KV heads &times; {num_splits} split(s) (rows: seq &middot; kv head "
+              f"&middot; split); each step reads "
               f"{tile} token lanes (block size {block_size}); "
               f"{tokens_per_split} tokens per split")
     return (f'<div style="overflow-x:auto;padding:4px;border:1px solid {BORDER};border-radius:4px">'

@@ -58,7 +58,8 @@ def kernel_map_html(block_tables: list[list[int]], context_lens: list[int], bloc
                               title=f"reads physical blocks {blocks}; {masked} lanes masked")
                          for i, (blocks, masked) in enumerate(steps)]
                 if not boxes:
-                    boxes = [cell("no work<br>(context ends before this split)", None, width="20em")]
+                    boxes = [cell("no work<br>(context ends before this split)", None,
+                                  width="20em")]
                 rows.append(f'<div style="white-space:nowrap"><span style="display:inline-block;'
                             f'min-width:20em;font-family:monospace;font-size:12px">{name}</span>'
                             f'{"".join(boxes)}</div>')

@@ -8,6 +8,7 @@ Skipped where Chromium is missing, except in CI (CI=true), where it must run.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -65,7 +66,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a copy of notebooks/: (base url, token). Stopped by process group."""
-    pytest.importorskip("jupyterlab")
+    if importlib.util.find_spec("jupyterlab") is None:
+        if IN_CI:
+            pytest.fail("CI=true but JupyterLab is missing: install pagedlab[lab]")
+        pytest.skip("the browser test needs JupyterLab: pip install 'pagedlab[lab]'")
     tmp = tmp_path_factory.mktemp("lab")
     served = tmp / "notebooks"
     shutil.copytree(ROOT / "notebooks", served, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -118,7 +122,12 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(chromium, tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason=HOW_TO_ENABLE)
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if IN_CI:
+            pytest.fail("CI=true but the playwright package is missing: " + HOW_TO_ENABLE)
+        pytest.skip(HOW_TO_ENABLE)
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,

@@ -73,3 +73,20 @@ def test_python_dash_m_pagedlab_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "pagedlab", "--help"], capture_output=True,
                          text=True, check=True)
     assert "garage" in out.stdout and "doctor" in out.stdout
+
+
+def test_every_public_name_resolves_lazily_and_lands_in_dir():
+    import pagedlab
+    for name in pagedlab.__all__:
+        assert getattr(pagedlab, name) is not None, name
+        assert name in dir(pagedlab)
+
+
+def test_an_unknown_attribute_is_an_attribute_error():
+    import pagedlab
+    try:
+        pagedlab.no_such_thing  # noqa: B018
+    except AttributeError as error:
+        assert "no_such_thing" in str(error)
+    else:
+        raise AssertionError("no AttributeError")

@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# Served from the repository root (so exercises/ is one click away), opening lesson 00.
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(JUPYTER_ROOT) notebooks/
+	$(BIN)/jupyter lab $(JUPYTER_ROOT) notebooks/00_start_here.ipynb
 
 # Debian's chromium for the browser test; skipped (the test then says how to enable it)
 # where there is no root or no apt.

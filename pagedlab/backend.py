@@ -47,6 +47,7 @@ def _decide() -> dict:
     if gpu is None:
         os.environ["TRITON_INTERPRET"] = "1"
         _reinterpret_triton_library()
+        _squeeze_scalar_loop_bounds()
         return {"available": True, "mode": "interpreter", "version": version,
                 "reason": "No CUDA GPU found, so the Triton kernels run in the Triton interpreter "
                           "on the CPU (exact but slow: keep shapes small)."}
@@ -86,6 +87,30 @@ def _reinterpret_triton_library() -> None:
                 if id(value) not in rewrapped:
                     rewrapped[id(value)] = InterpretedFunction(value.fn)
                 setattr(owner, name, rewrapped[id(value)])
+
+
+def _squeeze_scalar_loop_bounds() -> None:
+    """Let the interpreter of Triton 3.6 and older loop to a bound computed in the kernel.
+
+    Those interpreters hold a scalar as a 1-element array and convert it with ``int(array)``,
+    which NumPy 2.4 refuses ("only 0-dimensional arrays can be converted"): every
+    ``for i in range(start, end)`` whose bounds come from ``tl.program_id`` or ``tl.load`` then
+    fails. Newer Triton squeezes the array first; do the same for the older ones.
+    """
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "pagedlab_squeezes", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.pagedlab_squeezes = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
 
 
 def triton_status() -> dict:

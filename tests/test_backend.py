@@ -91,3 +91,27 @@ def test_import_pagedlab_does_not_load_triton_or_torch():
     out = run_python("import sys, pagedlab; "
                      "print(sorted({'torch', 'triton'} & set(sys.modules)))")
     assert out.strip() == "[]"
+
+
+def test_a_kernel_loop_bounded_by_a_loaded_length_runs_in_the_interpreter():
+    # Triton 3.6's interpreter converts such bounds with int(1-element array), which NumPy 2.4
+    # refuses; pagedlab.backend squeezes them first. Learners write exactly this loop (ex07).
+    code = (
+        "import pagedlab.backend, torch, triton, triton.language as tl\n"
+        "@triton.jit\n"
+        "def count_tiles(lens_ptr, out_ptr):\n"
+        "    seq = tl.program_id(0)\n"
+        "    n = tl.load(lens_ptr + seq)\n"
+        "    total = 0\n"
+        "    for start in range(seq * 0, n, 4):\n"
+        "        total += 1\n"
+        "    tl.store(out_ptr + seq, total)\n"
+        "lens = torch.tensor([9, 4, 0], dtype=torch.int32)\n"
+        "out = torch.zeros(3, dtype=torch.int32)\n"
+        "count_tiles[(3,)](lens, out)\n"
+        "print(out.tolist())\n")
+    if backend.triton_status()["mode"] != "interpreter":
+        pytest.skip("runs only where Triton is interpreted")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[3, 1, 0]"

@@ -90,3 +90,28 @@ def test_an_unknown_attribute_is_an_attribute_error():
         assert "no_such_thing" in str(error)
     else:
         raise AssertionError("no AttributeError")
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    # Editable installs find any folder; a wheel (Colab's git install) ships only listed ones.
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    found = {"pagedlab." + ".".join(p.parent.relative_to(ROOT / "pagedlab").parts)
+             for p in (ROOT / "pagedlab").rglob("__init__.py")}
+    found = {name.rstrip(".") for name in found} | {"pagedlab.kernels"}
+    assert found == listed
+
+
+def test_a_built_wheel_holds_every_module(tmp_path):
+    import zipfile
+
+    import pytest
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "-w", str(tmp_path), str(ROOT)], check=True,
+                   capture_output=True)
+    (wheel,) = tmp_path.glob("pagedlab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"pagedlab/{p.relative_to(ROOT / 'pagedlab').as_posix()}"
+                for p in (ROOT / "pagedlab").rglob("*.py")}
+    expected |= {f"pagedlab/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.py")}
+    assert expected <= names, sorted(expected - names)

@@ -193,6 +193,16 @@ def test_the_exercise_comes_from_metadata_or_the_file_name(tmp_path):
         notebook.read(tmp_path / "bad.ipynb")
 
 
+def test_a_renamed_notebook_without_metadata_is_known_by_its_check_cell():
+    def cell(text):
+        return {"cell_type": "code", "source": text, "metadata": {}}
+    renamed = {"metadata": {}, "cells": [cell("x = 1"), cell('pl.check("ex04", BlockManager=B)')]}
+    assert notebook.exercise_of("homework.ipynb", renamed) == "ex04"
+    two = {"metadata": {}, "cells": [cell('check("ex01", A)'), cell('check("ex02", B)')]}
+    with pytest.raises(notebook.NotebookError, match="cannot tell which exercise"):
+        notebook.exercise_of("homework.ipynb", two)
+
+
 # ------------------------------------------------------------------ command line and Gradescope
 def test_grade_prints_scores_and_writes_gradescope_results(tmp_path, capsys):
     results = tmp_path / "out" / "results.json"

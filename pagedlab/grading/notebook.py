@@ -13,6 +13,7 @@ from .exercise import EXERCISE_MODULES
 
 INSTALL_MARKER = "# pagedlab install cell"   # pagedlab.course.INSTALL_MARKER
 _CHECK_CALL = re.compile(r"^\s*(?:\w+\.)?check\s*\(", re.M)
+_CHECK_NAME = re.compile(r"^\s*(?:\w+\.)?check\s*\(\s*[\"'](ex\d\d)[\"']", re.M)
 _MAGIC = re.compile(r"^(\s*)[%!].*$", re.M)
 
 
@@ -36,11 +37,17 @@ def source(cell: dict) -> str:
 
 
 def exercise_of(path: str | Path, notebook: dict) -> str:
-    """The exercise id from the notebook's metadata, else from its file name (``ex03_...``)."""
+    """The exercise id: from the notebook's metadata, else its file name (``ex03_...``), else
+    the one exercise its ``check("exNN", ...)`` cells name (a learner may rename the file)."""
     meta = notebook.get("metadata", {}).get("pagedlab", {})
     candidate = meta.get("exercise") if isinstance(meta, dict) else None
     candidate = candidate or Path(path).name[:4]
     if candidate not in EXERCISE_MODULES:
+        named = {match.group(1) for cell in notebook.get("cells", [])
+                 if isinstance(cell, dict) and cell.get("cell_type") == "code"
+                 for match in _CHECK_NAME.finditer(source(cell))}
+        if len(named) == 1 and next(iter(named)) in EXERCISE_MODULES:
+            return next(iter(named))
         raise NotebookError(f"{path}: cannot tell which exercise this is: name it exNN_..."
                             " or keep the notebook's pagedlab metadata")
     return candidate

@@ -15,11 +15,11 @@ were. See notebooks/01_parking_garage.ipynb, 02_pages_and_block_tables.ipynb, 04
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from operator import index as _as_int
 from typing import Iterable
 
 from .errors import DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, UnknownSequence
+from .prefix_cache import PrefixCache, block_hashes, next_block_hash
 from .sequence import Sequence
 
 
@@ -75,12 +75,8 @@ class BlockManager:
         self._swapped: dict[int, Sequence] = {}   # seq_id -> sequence holding CPU blocks
         self._freed: set[int] = set()             # ids freed and not allocated since
         self._cpu = _CpuPool(num_cpu_blocks)
-        # Prefix cache: hash of a full block -> block id, the reverse, and the blocks that
-        # nobody references any more but that still hold reusable K/V (oldest first).
-        self._cached: dict[int, int] = {}
-        self._block_hash: dict[int, int] = {}
-        self._evictable: OrderedDict[int, None] = OrderedDict()
-        self._seq_hashes: dict[int, list[int]] = {}  # seq_id -> hashes of its full blocks
+        self._cache = PrefixCache()  # stays empty with prefix caching off
+        self._seq_hashes: dict[int, list[int]] = {}  # seq_id -> hashes of its computed full blocks
         self.prefix_hit_tokens = 0     # prompt tokens found in the cache, over all allocations
         self.prefix_query_tokens = 0   # prompt tokens looked up, over all allocations
 
@@ -88,7 +84,7 @@ class BlockManager:
     @property
     def num_free_blocks(self) -> int:
         """Blocks nobody references: never used, freed, or cached and evictable."""
-        return len(self._free) + len(self._evictable)
+        return len(self._free) + self._cache.num_evictable
 
     @property
     def num_used_blocks(self) -> int:
@@ -112,7 +108,7 @@ class BlockManager:
     @property
     def cached_block_ids(self) -> tuple[int, ...]:
         """Unreferenced blocks kept for the prefix cache, next to be evicted first."""
-        return tuple(self._evictable)
+        return self._cache.evictable_ids
 
     @property
     def sequences(self) -> list[Sequence]:
@@ -128,7 +124,7 @@ class BlockManager:
 
     def is_cached(self, block_id: int) -> bool:
         """Whether the block is indexed by the prefix cache (full and hashed)."""
-        return block_id in self._block_hash
+        return block_id in self._cache
 
     def blocks_needed(self, seq: Sequence) -> int:
         """Blocks the sequence's tokens fill, ignoring any sharing or cache."""
@@ -144,22 +140,13 @@ class BlockManager:
         return slots
 
     # ------------------------------------------------------------------ allocate
-    def _prefix_hits(self, seq: Sequence) -> tuple[list[int], list[int]]:
-        """Hashes of the prompt's full blocks, and the cached blocks matching its start."""
-        if not self.enable_prefix_caching:
-            return [], []
-        size, tokens = self.block_size, seq.token_ids
-        hashes, hits, parent = [], [], None
-        for start in range(0, len(tokens) - size + 1, size):
-            parent = hash((parent, tuple(tokens[start:start + size])))
-            hashes.append(parent)
-            if len(hits) == len(hashes) - 1 and parent in self._cached:
-                hits.append(self._cached[parent])
-        return hashes, hits
-
     def _plan(self, seq: Sequence) -> tuple[list[int], list[int], int]:
-        """(hashes, hit blocks, blocks taken from the free count) for allocating seq."""
-        hashes, hits = self._prefix_hits(seq)
+        """(hashes of the prompt's full blocks, cached blocks matching its start, blocks taken
+        from the free count) for allocating seq."""
+        if not self.enable_prefix_caching:
+            return [], [], self.blocks_needed(seq)
+        hashes = block_hashes(seq.token_ids, self.block_size)
+        hits = self._cache.lookup(hashes)
         revived = sum(1 for block in hits if self._ref[block] == 0)  # leave the evictable set
         return hashes, hits, self.blocks_needed(seq) - len(hits) + revived
 
@@ -204,11 +191,11 @@ class BlockManager:
         # Nothing can fail from here on.
         for block in hits:  # claim hits first so making room below cannot evict them
             if self._ref[block] == 0:
-                del self._evictable[block]
+                self._cache.revive(block)
             self._ref[block] += 1
         table = hits + [self._take_block() for _ in range(need - len(hits))]
-        for position, block in enumerate(table[len(hits):len(hashes)], start=len(hits)):
-            self._register(block, hashes[position])
+        for block, block_hash in zip(table[len(hits):], hashes[len(hits):]):
+            self._cache.add(block, block_hash)  # the prefill computes these
         seq.block_table = table
         self._live[seq.seq_id] = seq
         self._freed.discard(seq.seq_id)
@@ -222,19 +209,9 @@ class BlockManager:
 
     def _take_block(self) -> int:
         """A block with no reference: a never-used one first, else evict the LRU cached one."""
-        if self._free:
-            block = self._free.pop()
-        else:
-            block, _ = self._evictable.popitem(last=False)
-            del self._cached[self._block_hash.pop(block)]
+        block = self._free.pop() if self._free else self._cache.evict()
         self._ref[block] = 1
         return block
-
-    def _register(self, block: int, block_hash: int) -> None:
-        """Index a full block in the prefix cache (the first block with this content wins)."""
-        if block_hash not in self._cached:
-            self._cached[block_hash] = block
-            self._block_hash[block] = block_hash
 
     # ------------------------------------------------------------------ grow
     def can_append(self, seq: Sequence) -> bool:
@@ -290,13 +267,10 @@ class BlockManager:
         A block is never cached while its last token's K/V are still to be computed: a request
         that ends on that token would otherwise leave a hole that a later prompt reads.
         """
-        hashes, size = self._seq_hashes[seq.seq_id], self.block_size
-        while len(hashes) < num_computed // size:
-            start = len(hashes) * size
-            block_hash = hash((hashes[-1] if hashes else None,
-                               tuple(seq.token_ids[start:start + size])))
-            hashes.append(block_hash)
-            self._register(seq.block_table[len(hashes) - 1], block_hash)
+        hashes = self._seq_hashes[seq.seq_id]
+        while len(hashes) < num_computed // self.block_size:
+            hashes.append(next_block_hash(hashes, seq.token_ids, self.block_size))
+            self._cache.add(seq.block_table[len(hashes) - 1], hashes[-1])
 
     # ------------------------------------------------------------------ share
     def fork(self, parent: Sequence, child_id: int) -> Sequence:
@@ -345,8 +319,8 @@ class BlockManager:
         for block in reversed(table):
             self._ref[block] -= 1
             if self._ref[block] == 0:
-                if block in self._block_hash:
-                    self._evictable[block] = None
+                if block in self._cache:
+                    self._cache.park(block)
                 else:
                     self._free.append(block)
 

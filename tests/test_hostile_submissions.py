@@ -178,6 +178,11 @@ def one_cell_notebook(tmp_path, exercise_id: str, code: str) -> Path:
 
 
 @pytest.mark.parametrize("exercise_id, answer, says", [
+    ("ex04", "from pagedlab.prefix_cache import PrefixCache\n"
+             "class MyBlockManager:\n"
+             "    def __init__(self, *args, **kwargs):\n"
+             "        self.cache = PrefixCache()\n",
+     "called pagedlab's own pagedlab.prefix_cache.PrefixCache.__init__"),
     ("ex05", "import pagedlab as pl\n"
              "def schedule_step(running, waiting, bm, max_num_seqs):\n"
              "    scheduler = pl.Scheduler(bm, max_num_seqs=max_num_seqs)\n"

@@ -12,7 +12,8 @@ from .exercise import Case, Exercise
 EXERCISE = Exercise(
     id="ex04", title="A prefix cache",
     names={"BlockManager": "MyBlockManager"},
-    forbidden={"pagedlab.blocks": ("BlockManager",)},
+    forbidden={"pagedlab.blocks": ("BlockManager",),
+               "pagedlab.prefix_cache": ("PrefixCache", "block_hashes", "next_block_hash")},
 )
 FEATURES = frozenset({"cached", "refs"})
 

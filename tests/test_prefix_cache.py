@@ -175,3 +175,26 @@ def test_swapped_in_blocks_rejoin_the_prefix_cache():
     probe = pl.Sequence(3, list(range(8)) + [99])
     assert bm.allocate(probe) == 8                   # the evicted block is found again
     assert probe.block_table[1] == a.block_table[1]
+
+
+# ---------------------------------------------------------------- the PrefixCache itself
+def test_block_hashes_chain_each_block_to_its_prefix():
+    from pagedlab.prefix_cache import block_hashes, next_block_hash
+    a = block_hashes([1, 2, 3, 4, 5, 6], block_size=2)
+    b = block_hashes([9, 9, 3, 4, 5, 6], block_size=2)
+    assert len(a) == 3 and a[0] != b[0] and a[1] != b[1]   # same blocks, other prefix
+    assert block_hashes([1, 2, 3, 4, 5], block_size=2) == a[:2]  # only full blocks
+    assert next_block_hash(a[:2], [1, 2, 3, 4, 5, 6], 2) == a[2]
+
+
+def test_lookup_stops_at_the_first_miss_and_evict_takes_the_oldest():
+    from pagedlab.prefix_cache import PrefixCache
+    cache = PrefixCache()
+    cache.add(7, 100)
+    cache.add(8, 300)
+    cache.add(9, 100)                      # the first block with a hash keeps it
+    assert cache.lookup([100, 200, 300]) == [7]
+    cache.park(8)
+    cache.park(7)
+    assert cache.evictable_ids == (8, 7) and cache.evict() == 8
+    assert 8 not in cache and cache.lookup([300]) == []

@@ -29,9 +29,10 @@ class SimResult:
     """Where the memory went and what it bought. See notebooks/03_where_memory_goes.ipynb.
 
     Fractions of the pool and the mean batch size are averaged over the *busy* steps: from the
-    start until the last step in which a request was still waiting for memory. The drain after
-    it (the last requests finishing, the pool emptying because nobody needs it) says nothing
-    about the memory manager; it is in ``timeline`` and in ``steps``.
+    start until the last step in which a request was still waiting to be admitted. The drain
+    after it (the last requests finishing, the pool emptying because nobody needs it) says
+    nothing about the memory manager; it is in ``timeline`` and in ``steps``. A workload that
+    fits the pool whole at the first step has no such phase and is averaged over all steps.
     """
 
     token_states: float
@@ -63,8 +64,8 @@ class SimResult:
 
 
 def summarize(tl: Timeline, busy_steps: int, **fields) -> SimResult:
-    """Average the timeline over its busy steps into a SimResult."""
-    window = max(busy_steps, 1)
+    """Average the timeline over its busy steps (all steps if everything fit at once)."""
+    window = busy_steps if busy_steps > 1 else max(len(tl.batch_size), 1)
 
     def mean(values: list) -> float:
         return sum(values[:window]) / window

@@ -241,3 +241,13 @@ def test_the_benchmark_workload_serves_ten_thousand_requests_quickly():
     result = pl.simulate(requests, bm)
     assert time.perf_counter() - start < 30   # the target is 10 s on one idle core
     assert result.finished == 10_000 and result.token_states > 0.9 and bm.num_used_blocks == 0
+
+
+def test_a_workload_that_fits_whole_is_averaged_over_every_step():
+    # Nothing ever waits, so there is no busy phase to single out: the whole run counts.
+    requests = pl.workloads.sharegpt_like(10, seed=0)
+    result = pl.simulate(requests, pl.BlockManager(4096, 16))
+    batches = result.timeline.batch_size
+    assert result.mean_batch_size == pytest.approx(sum(batches) / len(batches))
+    assert result.token_states == pytest.approx(
+        sum(result.timeline.token_states) / len(batches))

@@ -43,6 +43,13 @@ class _CpuPool:
         self.free = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
         self.ref = [0] * num_blocks
 
+    def release(self, table: list[int]) -> None:
+        """One reference less on each block of a table; unreferenced blocks are free again."""
+        for block in table:
+            self.ref[block] -= 1
+            if self.ref[block] == 0:
+                self.free.append(block)
+
 
 class BlockManager:
     """Hands out KV-cache blocks to sequences; keeps block tables and reference counts.
@@ -303,10 +310,7 @@ class BlockManager:
         """
         if self._swapped.get(seq.seq_id) is seq:
             del self._swapped[seq.seq_id]
-            for block in seq.block_table:
-                self._cpu.ref[block] -= 1
-                if self._cpu.ref[block] == 0:
-                    self._cpu.free.append(block)
+            self._cpu.release(seq.block_table)
         else:
             self._require_live(seq, "free")
             del self._live[seq.seq_id]
@@ -388,10 +392,7 @@ class BlockManager:
             self._ref[gpu] = 0  # counted per table below
         for seq in group:
             del self._swapped[seq.seq_id]
-            for cpu in seq.block_table:
-                self._cpu.ref[cpu] -= 1
-                if self._cpu.ref[cpu] == 0:
-                    self._cpu.free.append(cpu)
+            self._cpu.release(seq.block_table)
             seq.block_table = [mapping[cpu] for cpu in seq.block_table]
             for gpu in seq.block_table:
                 self._ref[gpu] += 1

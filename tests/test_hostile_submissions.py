@@ -206,3 +206,65 @@ def test_handing_in_pagedlabs_scheduler_or_attention_is_not_solved(tmp_path, exe
     report = grade_notebook(one_cell_notebook(tmp_path, exercise_id, answer), FAST, seed=1)
     assert report.score == 0 and len(report.cases) == 6
     assert all(says in case.got for case in report.cases), report
+
+
+# ------------------------------------------------------------------ odd shapes, still graded
+@pytest.mark.parametrize("damage", [
+    lambda nb: nb["cells"].insert(0, 1),
+    lambda nb: nb.__setitem__("metadata", []),
+    lambda nb: nb.__setitem__("metadata", {"pagedlab": {"exercise": ["ex01"]}}),
+    lambda nb: nb["cells"][0].__setitem__("metadata", []),
+    lambda nb: nb["cells"][0].__setitem__("metadata", {"tags": None}),
+    lambda nb: nb["cells"][0].__setitem__("source", [1, 2]),
+], ids=["cell-not-a-dict", "metadata-list", "exercise-list", "cell-metadata-list",
+        "tags-null", "source-ints"])
+def test_a_notebook_of_odd_shape_is_still_graded(tmp_path, damage):
+    notebook = json.loads(SOLUTION.read_text())
+    damage(notebook)
+    path = tmp_path / "ex01_block_manager.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert grade(path).score == 6
+
+
+def test_one_ungradable_notebook_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    from pagedlab.grading import command, runner
+    good = submission(tmp_path, SOLUTION)
+    bad = tmp_path / "ex02_broken.ipynb"
+    bad.write_text(json.dumps({"cells": []}))
+    real = runner.grade_notebook
+
+    def explode_on_bad(path, *args, **kwargs):
+        if Path(path) == bad:
+            raise RuntimeError("boom")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(command, "grade_notebook", explode_on_bad)
+    results = tmp_path / "results.json"
+    assert command.main([str(bad), str(good), "--gradescope", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "could not be graded (RuntimeError: boom)" in out and "6/6 cases passed" in out
+    assert json.loads(results.read_text())["score"] == 6
+
+
+def test_the_learners_code_cannot_read_the_channels_secret(tmp_path):
+    report = grade(submission(tmp_path, SOLUTION, "secret = open('job.json').read()"))
+    assert report.score == 6
+    assert any("FileNotFoundError" in note for note in report.notes)
+
+
+def test_lines_that_only_look_like_shell_or_check_calls_are_graded_as_code(tmp_path):
+    answer = json.loads(SOLUTION.read_text())
+    cell = next(c for c in answer["cells"] if "class MyBlockManager" in "".join(c["source"]))
+    code = "".join(cell["source"])
+    extra = ("\n\ndef different(a, b):\n    return (a\n            != b)\n\n\n"
+             "class Inspector:\n    def check(self, value):\n        return value\n\n\n"
+             "Inspector().check(different(1, 2))\n")
+    report = grade(submission(tmp_path, EXERCISE, replace_answer=code + extra))
+    assert report.score == 6
+
+
+def test_a_flood_of_failing_cells_is_summarised_not_called_tampering(tmp_path):
+    cells = ["raise ValueError('x' * 200)"] * 60
+    report = grade(submission(tmp_path, SOLUTION, *cells))
+    assert report.score == 6
+    assert any("more cells raised" in note for note in report.notes)

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         except NotebookError as error:
             problems.append(str(error))
             continue
+        except Exception as error:  # noqa: BLE001  (one bad notebook must not stop a class)
+            problems.append(f"{path}: could not be graded ({type(error).__name__}: {error})")
+            continue
         reports.append(report)
         print(report, flush=True)
         print(flush=True)

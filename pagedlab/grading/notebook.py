@@ -1,10 +1,12 @@
 """Reading a submitted notebook: which exercise it is, and the code cells the grader runs.
 
 The Colab install cell and the ``check`` cells are skipped (the grader judges on its own), and
-IPython-only lines (``%magic``, ``!shell``) become ``pass``: the sandbox runs plain Python.
+in a cell that is not plain Python, IPython-only lines (``%magic``, ``!shell``) become ``pass``.
+A notebook of any odd shape is read into plain cells or refused with a ``NotebookError``.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -12,9 +14,8 @@ from pathlib import Path
 from .exercise import EXERCISE_MODULES
 
 INSTALL_MARKER = "# pagedlab install cell"   # pagedlab.course.INSTALL_MARKER
-_CHECK_CALL = re.compile(r"^\s*(?:\w+\.)?check\s*\(", re.M)
 _CHECK_NAME = re.compile(r"^\s*(?:\w+\.)?check\s*\(\s*[\"'](ex\d\d)[\"']", re.M)
-_MAGIC = re.compile(r"^(\s*)[%!].*$", re.M)
+_MAGIC = re.compile(r"^(\s*)(?:%{1,2}[A-Za-z]|!(?!=)).*$", re.M)  # not "% x" or "!= x"
 
 
 class NotebookError(ValueError):
@@ -22,18 +23,31 @@ class NotebookError(ValueError):
 
 
 def read(path: str | Path) -> dict:
+    """The notebook as plain dicts: metadata, and cells each with a type, a source string and
+    a list of string tags (whatever odd shapes the file had)."""
     try:
         notebook = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise NotebookError(f"{path}: not a readable .ipynb notebook ({error})") from None
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
         raise NotebookError(f"{path}: not a Jupyter notebook (no list of cells)")
-    return notebook
+    metadata = notebook.get("metadata")
+    cells = []
+    for cell in notebook["cells"]:
+        if not isinstance(cell, dict):
+            continue
+        cell_meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        tags = cell_meta.get("tags") if isinstance(cell_meta.get("tags"), list) else []
+        cells.append({"cell_type": cell.get("cell_type"), "source": source(cell),
+                      "metadata": {"tags": [tag for tag in tags if isinstance(tag, str)]}})
+    return {"metadata": metadata if isinstance(metadata, dict) else {}, "cells": cells}
 
 
 def source(cell: dict) -> str:
     text = cell.get("source", "")
-    return "".join(text) if isinstance(text, list) else str(text)
+    if isinstance(text, list):
+        return "".join(part for part in text if isinstance(part, str))
+    return text if isinstance(text, str) else ""
 
 
 def exercise_of(path: str | Path, notebook: dict) -> str:
@@ -41,7 +55,8 @@ def exercise_of(path: str | Path, notebook: dict) -> str:
     the one exercise its ``check("exNN", ...)`` cells name (a learner may rename the file)."""
     meta = notebook.get("metadata", {}).get("pagedlab", {})
     candidate = meta.get("exercise") if isinstance(meta, dict) else None
-    candidate = candidate or Path(path).name[:4]
+    if not isinstance(candidate, str) or not candidate:
+        candidate = Path(path).name[:4]
     if candidate not in EXERCISE_MODULES:
         named = {match.group(1) for cell in notebook.get("cells", [])
                  if isinstance(cell, dict) and cell.get("cell_type") == "code"
@@ -58,7 +73,39 @@ def is_skipped(cell: dict) -> bool:
     tags = cell.get("metadata", {}).get("tags", [])
     text = source(cell)
     return ("install" in tags or "check" in tags or text.lstrip().startswith(INSTALL_MARKER)
-            or bool(_CHECK_CALL.search(text)))
+            or _is_check_cell(text))
+
+
+def _is_check_cell(text: str) -> bool:
+    """Whether the cell only calls ``check(...)`` (maybe keeping or showing the result)."""
+    if "check" not in text:
+        return False
+    try:
+        body = ast.parse(plain_python(text)).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+    def is_check(node) -> bool:
+        return (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "check"
+                or isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check")
+
+    def harmless(statement) -> bool:
+        value = getattr(statement, "value", None)
+        if isinstance(statement, (ast.Expr, ast.Assign)) and is_check(value):
+            return True
+        return isinstance(statement, ast.Expr) and isinstance(value, (ast.Name, ast.Attribute))
+
+    return bool(body) and all(map(harmless, body)) and any(
+        is_check(getattr(statement, "value", None)) for statement in body)
+
+
+def plain_python(text: str) -> str:
+    """The cell as plain Python: IPython-only lines become ``pass`` if it does not compile."""
+    try:
+        compile(text, "<cell>", "exec")
+        return text
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return _MAGIC.sub(r"\1pass  # IPython line skipped by the grader", text)
 
 
 def code_cells(notebook: dict) -> list[tuple[int, str]]:
@@ -70,5 +117,5 @@ def code_cells(notebook: dict) -> list[tuple[int, str]]:
         text = source(cell)
         if text.lstrip().startswith("%%"):
             continue  # a cell magic (%%time, %%bash ...): not plain Python
-        cells.append((number, _MAGIC.sub(r"\1pass  # IPython line skipped by the grader", text)))
+        cells.append((number, plain_python(text)))
     return cells

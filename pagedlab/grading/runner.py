@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import judge, notebook
 from .exercise import load
-from .report import CaseResult, Report
+from .report import Report
 from .channel import Frames, Tampered
 
 @dataclass
@@ -136,6 +136,14 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
                         seconds=time.monotonic() - started)
 
 
+def _strings(message: dict, key: str) -> list[str]:
+    """A list of strings from a sandbox message; anything else means the channel was forged."""
+    value = message.get(key, [])
+    if not isinstance(value, list) or len(value) > 1000:
+        raise Tampered(f"a {key!r} field that is not a list of texts")
+    return [str(item)[:2000] for item in value]
+
+
 def _watch(frames: Frames, process: subprocess.Popen, remaining: list[int],
            outcomes: dict[int, dict], notes: list[str], setup_timeout: float,
            case_timeout: float) -> list[int]:
@@ -182,13 +190,13 @@ def _watch(frames: Frames, process: subprocess.Popen, remaining: list[int],
                     violations.append(text)
             elif kind == "ready" and not ready:
                 ready = True
-                notes += [str(note) for note in message.get("notes", [])]
-                missing = [str(name) for name in message.get("missing", [])]
+                notes += _strings(message, "notes")
+                missing = _strings(message, "missing")
                 if missing:
                     cause = next((n for n in notes if "raised" in n), "")
                     return fail_all("not defined", f"the notebook defines no {', '.join(missing)}"
                                     + (f" ({cause})" if cause else ""))
-                reuse = [str(r) for r in message.get("reuse", [])] + violations
+                reuse = _strings(message, "reuse") + violations
                 if reuse:
                     return fail_all("reused", "", reuse)
             elif kind == "start" and ready and message.get("index") in remaining \

@@ -191,17 +191,21 @@ def describe(error: BaseException, cells: dict[str, str]) -> str:
     return text + (f" ({'; '.join(where)})" if where else "")
 
 
+MAX_NOTES = 20
+
+
 def main(argv: list[str]) -> None:
     job_path, fd = argv[0], int(argv[1])
     with open(job_path, encoding="utf-8") as file:
         job = json.load(file)
+    os.unlink(job_path)  # the nonce in it is the channel's secret: the learner's code must not read it
     os.dup2(fd, CHANNEL_FD, inheritable=False)
     os.close(fd)
     channel = Channel(CHANNEL_FD, job["nonce"])
     _limit_resources(job.get("limits", {}))
 
     from .exercise import load
-    from .reuse import static_reuse
+    from .reuse import pagedlab_dirs, static_reuse
     module = load(job["exercise"])
     exercise = module.EXERCISE
     for name in exercise.preload:
@@ -209,7 +213,7 @@ def main(argv: list[str]) -> None:
     guard = Guard(exercise, channel)
     guard.arm()
     guard.take_snapshot()
-    source_dirs = __import__("pagedlab.grading.reuse", fromlist=["x"]).pagedlab_dirs()
+    source_dirs = pagedlab_dirs()
     sys.addaudithook(guard.audit)
 
     # -- the learner's cells, in a fresh __main__-like namespace --
@@ -230,6 +234,8 @@ def main(argv: list[str]) -> None:
     objects = {key: namespace[variable] for key, variable in exercise.names.items()
                if variable in namespace}
     reuse = static_reuse(objects, exercise, source_dirs) if not missing else []
+    if len(notes) > MAX_NOTES:  # a frame has a size limit: a flood of errors must not pass it
+        notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more cells raised"]
     channel.send({"type": "ready", "notes": notes, "missing": missing, "reuse": reuse})
     if missing or reuse:
         channel.send({"type": "done"})

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 
-import pagedlab.backend  # noqa: F401  (sets TRITON_INTERPRET before @triton.jit below runs)
+import pagedlab.backend  # first: it sets TRITON_INTERPRET before @triton.jit below runs
 import torch
 import triton
 import triton.language as tl
@@ -225,7 +225,8 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 
     queries_per_kv = num_heads // num_kv_heads
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
-    interpreting = q.device.type == "cpu"  # CPU tensors only run through the interpreter
+    # The interpreter runs CPU tensors, and CUDA ones too where TRITON_INTERPRET=1 was set.
+    interpreting = q.device.type == "cpu" or pagedlab.backend.triton_status()["mode"] == "interpreter"
     if dot_fp32 is None:
         dot_fp32 = interpreting or q.dtype == torch.float32
     if tile is None:

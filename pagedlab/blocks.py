@@ -39,7 +39,6 @@ class _CpuPool:
     """Reference-counted blocks in CPU memory, where swapped-out sequences wait."""
 
     def __init__(self, num_blocks: int):
-        self.num_blocks = num_blocks
         self.free = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
         self.ref = [0] * num_blocks
 
@@ -84,8 +83,9 @@ class BlockManager:
         self._cpu = _CpuPool(num_cpu_blocks)
         self._cache = PrefixCache()  # stays empty with prefix caching off
         self._seq_hashes: dict[int, list[int]] = {}  # seq_id -> hashes of its computed full blocks
-        self.prefix_hit_tokens = 0     # prompt tokens found in the cache, over all allocations
-        self.prefix_query_tokens = 0   # prompt tokens looked up, over all allocations
+        # Over all allocations (the prompt, plus the outputs of a sequence recomputed later):
+        self.prefix_hit_tokens = 0     # tokens found in the cache
+        self.prefix_query_tokens = 0   # tokens looked up
 
     # ------------------------------------------------------------------ figures
     @property
@@ -272,7 +272,9 @@ class BlockManager:
         """Index each full block of seq whose tokens (positions < num_computed) have K/V.
 
         A block is never cached while its last token's K/V are still to be computed: a request
-        that ends on that token would otherwise leave a hole that a later prompt reads.
+        that ends on that token would otherwise leave a hole that a later prompt reads. (A
+        prompt's full blocks are indexed at ``allocate``: the prefill of that same step computes
+        them, layer by layer, before any other sequence can read them.)
         """
         hashes = self._seq_hashes[seq.seq_id]
         while len(hashes) < num_computed // self.block_size:

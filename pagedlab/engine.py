@@ -137,11 +137,11 @@ class LLMEngine:
         """Queue one prompt (token ids); returns its request id. Bad input raises first."""
         params = SamplingParams(max_new_tokens, temperature, top_k, seed, n)
         self._check_request(prompt_token_ids, params)
+        generators = [None if params.greedy else make_generator(seed, i) for i in range(n)]
         request_id = self._next_request_id
         seq = Sequence(request_id, prompt_token_ids)
         self.scheduler.add(seq, max_new_tokens=max_new_tokens, n=n)
         self._next_request_id += 1
-        generators = [None if params.greedy else make_generator(seed, i) for i in range(n)]
         self._requests[request_id] = (seq, params, generators)
         self._generator_of[request_id] = generators[0]
         return request_id
@@ -175,10 +175,20 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Schedule, run the model on the prefills and on the decodes, sample, update.
 
-        Returns the requests that finished in this step.
+        Returns the requests that finished in this step. A step that fails (an error, or an
+        interrupt) drops every queued request, so the engine is usable again at once.
         """
         start, before = time.perf_counter(), self._counters()
         out = self.scheduler.schedule()
+        if not out.scheduled:  # nothing queued, or nothing can run
+            return []
+        try:
+            return self._step(out, start, before)
+        except BaseException:
+            self._reset()
+            raise
+
+    def _step(self, out, start: float, before) -> list[RequestOutput]:
         used = self.block_manager.num_used_blocks
         self.kv_cache.copy_blocks(out.blocks_to_copy)  # copy-on-write first, then the swaps
         self.kv_cache.swap_out(out.blocks_to_swap_out)

@@ -16,20 +16,18 @@ from collections import OrderedDict
 from typing import Sequence as Tokens
 
 
-def block_hashes(tokens: Tokens[int], block_size: int, num_blocks: int | None = None) -> list[int]:
-    """Chained hashes of the first ``num_blocks`` full blocks of ``tokens`` (all by default)."""
-    full = len(tokens) // block_size if num_blocks is None else num_blocks
-    hashes, parent = [], None
-    for start in range(0, full * block_size, block_size):
-        parent = hash((parent, tuple(tokens[start:start + block_size])))
-        hashes.append(parent)
-    return hashes
-
-
 def next_block_hash(hashes: list[int], tokens: Tokens[int], block_size: int) -> int:
-    """The hash of the full block after ``hashes`` (whose tokens come next in ``tokens``)."""
+    """The hash of the full block after ``hashes``: its tokens, chained to the block before."""
     start = len(hashes) * block_size
     return hash((hashes[-1] if hashes else None, tuple(tokens[start:start + block_size])))
+
+
+def block_hashes(tokens: Tokens[int], block_size: int) -> list[int]:
+    """Chained hashes of every full block of ``tokens``."""
+    hashes: list[int] = []
+    for _ in range(len(tokens) // block_size):
+        hashes.append(next_block_hash(hashes, tokens, block_size))
+    return hashes
 
 
 class PrefixCache:

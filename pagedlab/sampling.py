@@ -56,7 +56,7 @@ def make_generator(seed: int | None, sample_index: int = 0) -> torch.Generator:
     generator = torch.Generator()
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())  # follows torch.manual_seed
-    generator.manual_seed(seed * 1_000_003 + sample_index)
+    generator.manual_seed((seed * 1_000_003 + sample_index) % 2**64)  # torch takes 64 bits
     return generator
 
 

@@ -181,8 +181,8 @@ class Scheduler:
         if self.waiting:
             self._check_fits(self.waiting[0], self._blocks_to_admit(self.waiting[0], cache_hits=False))
         out = SchedulerOutput(blocks_to_copy=self._pending_copies)
-        self._pending_copies = []
         kept, reserved = self._schedule_running(out)
+        self._pending_copies = []  # only now: _schedule_running may still raise
         if not out.preempted:  # a step that preempted admits nobody: the pool is short
             reserved = self._schedule_swapped(out, kept, reserved)
         for group in kept:

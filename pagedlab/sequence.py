@@ -39,7 +39,7 @@ class Sequence:
         self.block_table: list[int] = []
         self.status = SequenceStatus.WAITING
         self.arrival = arrival
-        self.num_cached_tokens = 0  # prompt tokens found in the prefix cache at allocation
+        self.num_cached_tokens = 0  # tokens found in the prefix cache at the last allocation
 
     def __len__(self) -> int:
         return len(self.token_ids)

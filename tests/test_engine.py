@@ -235,3 +235,34 @@ def test_progress_bar_counts_tokens(model, prompts, capsys):
     engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
     engine.generate(prompts[:2], max_new_tokens=3, progress=True)
     assert "6/6" in capsys.readouterr().err
+
+
+def test_sampling_without_a_seed_works_everywhere(model, prompts):
+    engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
+    out = engine.generate(prompts[:2], max_new_tokens=3, temperature=1.0, progress=False)
+    assert [len(tokens) for tokens in out] == [3, 3]
+    assert len(pl.naive_generate(model, prompts[:1], max_new_tokens=2, temperature=1.0)[0]) == 2
+    assert_all_free(engine)
+
+
+def test_a_step_on_an_idle_engine_does_nothing(model):
+    engine = pl.LLMEngine(model, num_blocks=16, block_size=4)
+    assert engine.step() == [] and not engine.has_unfinished_requests()
+
+
+def test_a_failed_step_leaves_the_engine_usable(model, prompts, monkeypatch):
+    engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
+    engine.add_request(prompts[0], max_new_tokens=3)
+    real_run = engine._run
+
+    def fail_once(*args, **kwargs):
+        monkeypatch.setattr(engine, "_run", real_run)
+        raise KeyboardInterrupt   # the learner pressed Stop mid-step
+
+    monkeypatch.setattr(engine, "_run", fail_once)
+    with pytest.raises(KeyboardInterrupt):
+        engine.step()
+    assert not engine.has_unfinished_requests()
+    assert_all_free(engine)
+    assert engine.generate([prompts[0]], max_new_tokens=3, progress=False) == \
+        pl.naive_generate(model, [prompts[0]], max_new_tokens=3)

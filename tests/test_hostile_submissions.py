@@ -268,3 +268,17 @@ def test_a_flood_of_failing_cells_is_summarised_not_called_tampering(tmp_path):
     report = grade(submission(tmp_path, SOLUTION, *cells))
     assert report.score == 6
     assert any("more cells raised" in note for note in report.notes)
+
+
+def test_a_copy_of_pagedlabs_own_code_under_another_name_is_not_solved(tmp_path):
+    import inspect
+    import textwrap
+
+    import pagedlab.blocks
+    source = inspect.getsource(pagedlab.blocks.BlockManager)
+    copy = ("from pagedlab.blocks import *\nfrom pagedlab.blocks import _check_count, _CpuPool\n"
+            + textwrap.dedent(source).replace("class BlockManager", "class MyBlockManager", 1)
+            .replace("Block manager", "My own manager"))
+    report = grade(submission(tmp_path, EXERCISE, "", replace_answer=copy))
+    assert report.score == 0
+    assert all("is a copy of pagedlab's own" in case.got for case in report.cases), report

@@ -66,10 +66,39 @@ def code_objects(obj: Any) -> Iterator[CodeType]:
             yield code
 
 
+MIN_COPY_BYTES = 200  # shorter functions can agree by chance (`return -(-n // size)`)
+
+
+def fingerprint(code: CodeType) -> tuple:
+    """What a function does, whatever its file, line numbers, local names or message texts."""
+    consts = tuple(fingerprint(c) if isinstance(c, CodeType) else
+                   "str" if isinstance(c, str) else repr(c) for c in code.co_consts)
+    return code.co_code, code.co_names, consts
+
+
+def reference_fingerprints(exercise: Exercise) -> dict[tuple, str]:
+    """Fingerprint -> name of every sizeable function of the exercise's forbidden objects.
+
+    Take them before the sandbox arms its tripwires (which replace those functions)."""
+    return {fingerprint(code): f"{qualname}.{code.co_name}"
+            for qualname, reference in forbidden_objects(exercise)
+            for code in code_objects(reference) if len(code.co_code) >= MIN_COPY_BYTES}
+
+
+def _copies(target: Any, references: dict[tuple, str]) -> str | None:
+    """The forbidden function that one of target's functions is a copy of, if any."""
+    for code in code_objects(target):
+        if len(code.co_code) >= MIN_COPY_BYTES and fingerprint(code) in references:
+            return f"{code.co_name} is a copy of pagedlab's own {references[fingerprint(code)]}"
+    return None
+
+
 def static_reuse(objects: dict[str, Any], exercise: Exercise,
-                 source_dirs: tuple[str, ...] | None = None) -> list[str]:
+                 source_dirs: tuple[str, ...] | None = None,
+                 references: dict[tuple, str] | None = None) -> list[str]:
     """Why the handed-in objects are pagedlab's own answer (empty when they are not)."""
     source_dirs = pagedlab_dirs() if source_dirs is None else source_dirs
+    references = reference_fingerprints(exercise) if references is None else references
     forbidden = list(forbidden_objects(exercise))
     problems = []
     for keyword, obj in objects.items():
@@ -90,6 +119,10 @@ def static_reuse(objects: dict[str, Any], exercise: Exercise,
                 problems.append(f"{shown} uses pagedlab's code for {code.co_name} ({where}): "
                                 "the exercise is to write it yourself")
                 break
+        else:
+            copied = _copies(target, references)
+            if copied:
+                problems.append(f"{shown}: {copied}: the exercise is to write it yourself")
     return problems
 
 

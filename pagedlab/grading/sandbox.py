@@ -205,11 +205,12 @@ def main(argv: list[str]) -> None:
     _limit_resources(job.get("limits", {}))
 
     from .exercise import load
-    from .reuse import pagedlab_dirs, static_reuse
+    from .reuse import pagedlab_dirs, reference_fingerprints, static_reuse
     module = load(job["exercise"])
     exercise = module.EXERCISE
     for name in exercise.preload:
         importlib.import_module(name)
+    references = reference_fingerprints(exercise)  # before the tripwires replace them
     guard = Guard(exercise, channel)
     guard.arm()
     guard.take_snapshot()
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> None:
     missing = [variable for variable in exercise.names.values() if variable not in namespace]
     objects = {key: namespace[variable] for key, variable in exercise.names.items()
                if variable in namespace}
-    reuse = static_reuse(objects, exercise, source_dirs) if not missing else []
+    reuse = static_reuse(objects, exercise, source_dirs, references) if not missing else []
     if len(notes) > MAX_NOTES:  # a frame has a size limit: a flood of errors must not pass it
         notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more cells raised"]
     channel.send({"type": "ready", "notes": notes, "missing": missing, "reuse": reuse})

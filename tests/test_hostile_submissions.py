@@ -282,3 +282,20 @@ def test_a_copy_of_pagedlabs_own_code_under_another_name_is_not_solved(tmp_path)
     report = grade(submission(tmp_path, EXERCISE, "", replace_answer=copy))
     assert report.score == 0
     assert all("is a copy of pagedlab's own" in case.got for case in report.cases), report
+
+
+def test_reading_the_reference_relative_to_its_folder_is_blocked(tmp_path):
+    sneak = ("import os, pagedlab.blocks as b\n"
+             "folder = os.open(os.path.dirname(b.__file__), os.O_RDONLY)\n"
+             "fd = os.open('blocks.py', os.O_RDONLY, dir_fd=folder)\n")
+    report = grade(submission(tmp_path, SOLUTION, sneak))
+    assert any("read pagedlab's own source" in note for note in report.notes)
+
+
+def test_no_process_can_be_started_that_would_outlive_the_sandbox(tmp_path):
+    escape = ("import subprocess\n"
+              "assert subprocess._fork_exec is None\n"
+              "import _posixsubprocess\n")
+    report = grade(submission(tmp_path, SOLUTION, escape))
+    assert report.score == 6
+    assert any("importing _posixsubprocess is switched off" in note for note in report.notes)

@@ -62,6 +62,13 @@ class Guard:
 
     # -- tripwires --
     def arm(self) -> None:
+        # No new processes: the raw fork/exec that subprocess uses raises no audit event, so
+        # take it away (a process in a session of its own would outlive the sandbox).
+        sys.modules.pop("_posixsubprocess", None)
+        subprocess_module = sys.modules.get("subprocess")
+        for name in ("_posixsubprocess", "_fork_exec"):
+            if subprocess_module is not None and hasattr(subprocess_module, name):
+                setattr(subprocess_module, name, None)
         for module_name, names in self.exercise.forbidden.items():
             try:
                 module = importlib.import_module(module_name)
@@ -123,7 +130,10 @@ class Guard:
         if self.phase == "grader":
             return
         if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            if os.path.realpath(os.fsdecode(args[0])) in self.blocked_files:
+            path = os.fsdecode(args[0])
+            relative_to_a_folder = not os.path.isabs(path) and os.path.basename(path) in {
+                os.path.basename(blocked) for blocked in self.blocked_files}  # e.g. dir_fd=
+            if os.path.realpath(path) in self.blocked_files or relative_to_a_folder:
                 self.violation(f"read pagedlab's own source of the answer ({args[0]})")
                 raise ReferenceUnavailable("reading pagedlab's own answer is switched off while grading")
         elif event in ("object.__setattr__", "object.__delattr__"):
@@ -136,6 +146,8 @@ class Guard:
                        "os.fork", "os.forkpty", "pty.spawn", "os.kill", "os.killpg",
                        "signal.pthread_kill", "os.link"):
             raise PermissionError(f"{event} is switched off while grading: compute in this process")
+        elif event == "import" and args[0] in ("_posixsubprocess", "_ctypes"):
+            raise PermissionError(f"importing {args[0]} is switched off while grading")
         elif event.startswith("ctypes.") or event in ("gc.get_objects", "gc.get_referrers",
                                                        "gc.get_referents", "sys._current_frames"):
             raise PermissionError(f"{event} is switched off while grading")

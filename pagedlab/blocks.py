@@ -18,21 +18,14 @@ from __future__ import annotations
 from operator import index as _as_int
 from typing import Iterable
 
-from .errors import DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, UnknownSequence
+from .errors import (DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, UnknownSequence,
+                     check_int)
 from .prefix_cache import PrefixCache, block_hashes, next_block_hash
 from .sequence import Sequence
 
 
 class AlreadyAllocated(PagedLabError, ValueError):
     """The sequence (or its id) already holds blocks in this manager."""
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidConfig(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise InvalidConfig(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class _CpuPool:
@@ -61,11 +54,11 @@ class BlockManager:
 
     def __init__(self, num_blocks: int, block_size: int = 16, enable_prefix_caching: bool = False,
                  watermark: float = 0.0, num_cpu_blocks: int | None = None):
-        _check_count("num_blocks", num_blocks, 1)
-        _check_count("block_size", block_size, 1)
+        check_int("num_blocks", num_blocks, 1)
+        check_int("block_size", block_size, 1)
         if num_cpu_blocks is None:
             num_cpu_blocks = num_blocks
-        _check_count("num_cpu_blocks", num_cpu_blocks, 0)
+        check_int("num_cpu_blocks", num_cpu_blocks, 0)
         if isinstance(watermark, bool) or not isinstance(watermark, (int, float)) \
                 or not 0.0 <= watermark < 1.0:
             raise InvalidConfig(f"watermark is a fraction of the pool in [0, 1), got {watermark!r}")

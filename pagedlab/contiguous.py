@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import DoubleFree, InvalidConfig, OutOfBlocks, UnknownSequence
+from .errors import DoubleFree, InvalidConfig, OutOfBlocks, UnknownSequence, check_int
 
 POLICIES = ("max", "pow2", "oracle")
 
@@ -26,14 +26,6 @@ POLICIES = ("max", "pow2", "oracle")
 def next_pow2(x: int) -> int:
     """The smallest power of two >= x (x >= 1)."""
     return 1 << (x - 1).bit_length()
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidConfig(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise InvalidConfig(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -114,8 +106,8 @@ class ContiguousAllocator:
     """
 
     def __init__(self, num_token_slots: int, policy: str = "max", max_seq_len: int = 2048):
-        _check_int("num_token_slots", num_token_slots, 1)
-        _check_int("max_seq_len", max_seq_len, 1)
+        check_int("num_token_slots", num_token_slots, 1)
+        check_int("max_seq_len", max_seq_len, 1)
         if policy not in POLICIES:
             raise InvalidConfig(f"policy must be one of {POLICIES}, got {policy!r}")
         self.num_token_slots = num_token_slots
@@ -130,8 +122,8 @@ class ContiguousAllocator:
     # ------------------------------------------------------------------ sizes
     def region_size(self, prompt_len: int, output_len: int) -> int:
         """Slots the policy reserves for a request: prompt + guessed output, in tokens."""
-        _check_int("prompt_len", prompt_len, 1)
-        _check_int("output_len", output_len, 1)
+        check_int("prompt_len", prompt_len, 1)
+        check_int("output_len", output_len, 1)
         if prompt_len + output_len > self.max_seq_len:
             raise InvalidConfig(f"prompt_len + output_len = {prompt_len + output_len} exceeds "
                                 f"max_seq_len={self.max_seq_len}: shorten the request or raise "

@@ -26,3 +26,12 @@ class DoubleFree(PagedLabError):
 
 class InvalidConfig(PagedLabError, ValueError):
     """A size, fraction or option is out of range (also a ``ValueError``)."""
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` if it is an int >= ``minimum`` (not a bool), else InvalidConfig naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidConfig(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise InvalidConfig(f"{name} must be >= {minimum}, got {value}")
+    return value

@@ -276,7 +276,7 @@ def test_a_copy_of_pagedlabs_own_code_under_another_name_is_not_solved(tmp_path)
 
     import pagedlab.blocks
     source = inspect.getsource(pagedlab.blocks.BlockManager)
-    copy = ("from pagedlab.blocks import *\nfrom pagedlab.blocks import _check_count, _CpuPool\n"
+    copy = ("from pagedlab.blocks import *\nfrom pagedlab.blocks import _CpuPool, check_int\n"
             + textwrap.dedent(source).replace("class BlockManager", "class MyBlockManager", 1)
             .replace("Block manager", "My own manager"))
     report = grade(submission(tmp_path, EXERCISE, "", replace_answer=copy))

@@ -11,6 +11,7 @@ reports the first step where they differ.
 from __future__ import annotations
 
 import random
+from functools import partial
 from typing import Any, Callable
 
 from ..errors import DoubleFree, OutOfBlocks, UnknownSequence
@@ -290,3 +291,23 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
             live.remove(seq_id)
             ops.append(["free", seq_id, None])
     return {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}
+
+
+def exercise_hooks(features: frozenset[str], **manager_options):
+    """``reference, run, compare`` of a block-manager exercise judged by replaying scripts.
+
+    The reference is pagedlab's BlockManager (with ``manager_options``); ``run`` replays a
+    script on the learner's class; ``compare`` matches the two traces on ``features``.
+    """
+    def reference_objects() -> dict:
+        from ..blocks import BlockManager
+        return {"BlockManager": partial(BlockManager, **manager_options)
+                if manager_options else BlockManager}
+
+    def run_case(objects: dict, data: dict) -> list[dict]:
+        return run_script(objects["BlockManager"], data, features)
+
+    def compare_case(case, expected, got):
+        return compare(case.data, expected, got, features)
+
+    return reference_objects, run_case, compare_case

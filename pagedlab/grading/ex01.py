@@ -56,14 +56,4 @@ def cases(seed: int) -> list[Case]:
     ]
 
 
-def reference() -> dict:
-    from ..blocks import BlockManager
-    return {"BlockManager": BlockManager}
-
-
-def run(objects: dict, data: dict) -> list[dict]:
-    return blockdriver.run_script(objects["BlockManager"], data, FEATURES)
-
-
-def compare(case: Case, expected, got):
-    return blockdriver.compare(case.data, expected, got, FEATURES)
+reference, run, compare = blockdriver.exercise_hooks(FEATURES)

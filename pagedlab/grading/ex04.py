@@ -4,8 +4,6 @@ See notebooks/04_sharing.ipynb.
 """
 from __future__ import annotations
 
-from functools import partial
-
 from . import blockdriver
 from .exercise import Case, Exercise
 
@@ -61,14 +59,4 @@ def cases(seed: int) -> list[Case]:
     ]
 
 
-def reference() -> dict:
-    from ..blocks import BlockManager
-    return {"BlockManager": partial(BlockManager, enable_prefix_caching=True)}
-
-
-def run(objects: dict, data: dict) -> list[dict]:
-    return blockdriver.run_script(objects["BlockManager"], data, FEATURES)
-
-
-def compare(case: Case, expected, got):
-    return blockdriver.compare(case.data, expected, got, FEATURES)
+reference, run, compare = blockdriver.exercise_hooks(FEATURES, enable_prefix_caching=True)

@@ -24,7 +24,7 @@ import torch
 
 from .blocks import BlockManager
 from .cache import KVCache
-from .errors import InvalidConfig, OutOfBlocks
+from .errors import InvalidConfig
 from .model import GPT, PagedBatch
 from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample_batch
 from .scheduler import Scheduler
@@ -149,23 +149,8 @@ class LLMEngine:
     def _check_request(self, prompt: list[int], params: SamplingParams) -> None:
         """What Scheduler.add would reject, checked first so that generate is all-or-nothing."""
         check_prompts([prompt], self.config, params.max_new_tokens)
-        bm, limits, n = self.block_manager, self._limits, params.n
-        if n > limits["max_num_seqs"]:
-            raise InvalidConfig(f"n={n} samples exceed max_num_seqs={limits['max_num_seqs']}")
-        if len(prompt) > limits["max_num_batched_tokens"]:
-            raise InvalidConfig(f"a prompt of {len(prompt)} tokens exceeds max_num_batched_tokens"
-                                f"={limits['max_num_batched_tokens']}: raise it")
-        size = bm.block_size
-        # Admission: the prompt's blocks plus room for the first token of every sample.
-        admit = -(-len(prompt) // size) + n - (1 if len(prompt) % size else 0)
-        # At the end: the full prompt blocks, shared, plus each sample's own blocks after them.
-        shared = len(prompt) // size
-        total = shared + n * (-(-(len(prompt) + params.max_new_tokens) // size) - shared)
-        if admit > bm.num_blocks - bm.watermark_blocks or total > bm.num_blocks:
-            raise OutOfBlocks(f"a request of {len(prompt)} prompt tokens, max_new_tokens="
-                              f"{params.max_new_tokens} and n={n} needs up to {total} blocks of "
-                              f"{size} tokens but the pool has {bm.num_blocks} (watermark "
-                              f"{bm.watermark_blocks}): raise num_blocks or shorten the request")
+        self.scheduler.check_request(Sequence(0, prompt), max_new_tokens=params.max_new_tokens,
+                                     n=params.n)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()

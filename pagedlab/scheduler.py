@@ -89,6 +89,17 @@ class Scheduler:
         if isinstance(seq.seq_id, int) and seq.seq_id >= self.first_child_id:
             raise InvalidConfig(f"seq_id {seq.seq_id} is reserved for forked sequences (ids from "
                                 f"first_child_id={self.first_child_id} up): use a smaller id")
+        group = self.check_request(seq, max_new_tokens=max_new_tokens, n=n,
+                                   beam_width=beam_width)
+        group.order = next(self._order)
+        self._groups[seq.seq_id] = group
+        self.waiting.append(group)
+        return group
+
+    def check_request(self, seq: Sequence, *, max_new_tokens: int | None = None, n: int = 1,
+                      beam_width: int = 1) -> SequenceGroup:
+        """The group ``add`` would queue for this prompt, or the error it would raise for a
+        request that can never run here; changes nothing."""
         if not seq.token_ids:
             raise InvalidConfig(f"sequence {seq.seq_id} has no tokens: a prompt needs at least one")
         group = SequenceGroup(seq.seq_id, [seq], n=n, beam_width=beam_width,
@@ -102,9 +113,6 @@ class Scheduler:
         self._check_fits(group, self._blocks_to_admit(group, cache_hits=False))
         if max_new_tokens is not None:
             self._check_fits(group, group.blocks_at_end(self.block_manager.block_size), grow=True)
-        group.order = next(self._order)
-        self._groups[seq.seq_id] = group
-        self.waiting.append(group)
         return group
 
     def _new_seq_id(self) -> int:

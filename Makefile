@@ -46,7 +46,7 @@ gpu-check:
 	bash benchmarks/gpu_check.sh
 
 exercises: $(STAMP)
-	$(BIN)/python -m pagedlab.course make-exercises
+	$(BIN)/python -m pagedlab.tools.course make-exercises
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

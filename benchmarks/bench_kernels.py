@@ -7,7 +7,7 @@ package is installed; this file is the same thing for a checkout:
 """
 import sys
 
-from pagedlab.bench import main
+from pagedlab.tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -20,13 +20,13 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it. Loaded on first attribute access (PEP 562).
 _LAZY = {
-    "ContiguousAllocator": "contiguous",
-    "workloads": None,  # a module of its own
-    "Request": "workloads",
+    "ContiguousAllocator": "sim.contiguous",
+    "workloads": "sim.workloads",  # a module of its own
+    "Request": "sim.workloads",
     "Scheduler": "scheduler",
     "SchedulerOutput": "scheduler",
-    "simulate": "simulator",
-    "SimResult": "simulator",
+    "simulate": "sim.simulator",
+    "SimResult": "sim.simulator",
     "KVCache": "cache",
     "attention_reference": "attention",
     "paged_attention_reference": "attention",
@@ -47,13 +47,53 @@ __all__ = [
 ]
 
 
+_MODULES = {"workloads", "widgets", "backend"}  # names in _LAZY that are modules, not members
+
+
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'pagedlab' has no attribute {name!r}")
     module = _import_module(f".{_LAZY[name] or name}", __name__)
-    value = module if _LAZY[name] is None else getattr(module, name)
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value
+
+
+# Modules that moved when the package was split into the data path (here), the simulator
+# (pagedlab.sim) and the tools (pagedlab.tools). Old imports in instructors' notebooks keep
+# working: ``import pagedlab.simulator`` gives the module now at pagedlab.sim.simulator.
+MOVED = {
+    "simulator": "sim.simulator", "contiguous": "sim.contiguous", "breakdown": "sim.breakdown",
+    "workloads": "sim.workloads", "cli": "tools.cli", "doctor": "tools.doctor",
+    "bench": "tools.bench", "garage": "tools.garage", "course": "tools.course",
+    "batch": "sequence_group", "grading.exercises": "tools.exercises",
+}
+
+
+class _MovedModuleFinder:
+    """Answers ``import pagedlab.<old name>`` with the module at its new place."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        old = fullname[len(__name__) + 1:] if fullname.startswith(__name__ + ".") else None
+        if old not in MOVED:
+            return None
+        from importlib.machinery import ModuleSpec
+        return ModuleSpec(fullname, _MovedModuleFinder(), origin=f"{__name__}.{MOVED[old]}")
+
+    @staticmethod
+    def create_module(spec):
+        return _import_module(spec.origin)
+
+    @staticmethod
+    def exec_module(module):
+        pass  # already executed at its new place
+
+
+import sys as _sys  # noqa: E402
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in _sys.meta_path):
+    _sys.meta_path.insert(0, _MovedModuleFinder())
 
 
 def __dir__():

@@ -1,5 +1,5 @@
 import sys
 
-from pagedlab.cli import main
+from pagedlab.tools.cli import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ Iteration-level (continuous) batching: each step looks at three queues, first co
    ``max_num_batched_tokens`` allow, keeping the watermark free so running requests can grow.
    Prefix-cache hits shorten the prefill.
 
-A request is a :class:`~pagedlab.batch.SequenceGroup`: one sequence, ``n`` parallel samples or
+A request is a :class:`~pagedlab.sequence_group.SequenceGroup`: one sequence, ``n`` parallel samples or
 ``beam_width`` beams. One step, as the simulator and the engine run it::
 
     out = scheduler.schedule()
@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 
-from .batch import SchedulerOutput, SequenceGroup, positive_int
+from .sequence_group import SchedulerOutput, SequenceGroup, positive_int
 from .blocks import BlockManager
 from .errors import InvalidConfig, OutOfBlocks
 from .sequence import Sequence, SequenceStatus

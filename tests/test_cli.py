@@ -2,7 +2,7 @@
 import pytest
 
 from pagedlab import cli, garage
-from pagedlab.doctor import report
+from pagedlab.tools.doctor import report
 
 
 def test_garage_tells_every_scene(capsys):

@@ -4,7 +4,7 @@ import random
 import pytest
 
 import pagedlab as pl
-from pagedlab.contiguous import BuddyAllocator, next_pow2
+from pagedlab.sim.contiguous import BuddyAllocator, next_pow2
 
 
 def test_max_policy_reserves_the_maximum_sequence_length():

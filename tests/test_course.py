@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def checkout(tmp_path):
     """A copy of the parts of the repository that set-repo touches."""
-    (tmp_path / "pagedlab").mkdir()
-    shutil.copy(ROOT / "pagedlab" / "course.py", tmp_path / "pagedlab" / "course.py")
+    (tmp_path / "pagedlab" / "tools").mkdir(parents=True)
+    shutil.copy(ROOT / "pagedlab" / "tools" / "course.py", tmp_path / "pagedlab" / "tools" / "course.py")
     for folder in course.NOTEBOOK_FOLDERS:
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, tmp_path / folder)
@@ -63,7 +63,7 @@ def test_set_repo_rewrites_every_notebook_and_the_setting(checkout):
         text = path.read_text()
         assert course.REPOSITORY not in text
         assert "github/someone/fork/blob/main/" in text and "github.com/someone/fork@main" in text
-    setting = (checkout / "pagedlab" / "course.py").read_text()
+    setting = (checkout / "pagedlab" / "tools" / "course.py").read_text()
     assert 'REPOSITORY = "someone/fork"' in setting and 'REF = "main"' in setting
 
 
@@ -75,7 +75,7 @@ def test_set_repo_is_idempotent(checkout):
 
 
 def test_set_repo_round_trip_restores_the_files_byte_for_byte(checkout):
-    original = {p: p.read_bytes() for p in [*notebooks(checkout), checkout / "pagedlab" / "course.py"]}
+    original = {p: p.read_bytes() for p in [*notebooks(checkout), checkout / "pagedlab" / "tools" / "course.py"]}
     course.set_repo(checkout, "someone/fork", "feature/x")
     course.set_repo(checkout, course.REPOSITORY, course.REF)
     assert original == {p: p.read_bytes() for p in original}
@@ -87,18 +87,18 @@ def test_set_repo_rejects_a_malformed_repository(checkout):
 
 
 def test_set_repo_command_line(checkout):
-    result = subprocess.run([sys.executable, "-m", "pagedlab.course", "set-repo", "cli/demo",
+    result = subprocess.run([sys.executable, "-m", "pagedlab.tools.course", "set-repo", "cli/demo",
                              "--root", str(checkout)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f"cli/demo@v{course.__version__}" in result.stdout
     assert all("github.com/cli/demo@v" in p.read_text() for p in notebooks(checkout))
 
 
-def test_make_exercises_is_routed_to_the_grader_with_its_arguments(monkeypatch):
+def test_make_exercises_is_routed_to_the_generator_with_its_arguments(monkeypatch):
     import types
     seen = []
-    fake = types.ModuleType("pagedlab.grading.exercises")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "pagedlab.grading.exercises", fake)
+    fake = types.ModuleType("pagedlab.tools.exercises")
+    fake.main = lambda argv, root: seen.append((argv, root)) or 0
+    monkeypatch.setitem(sys.modules, "pagedlab.tools.exercises", fake)
     assert course.main(["make-exercises", "--check", "--solutions", "s"]) == 0
-    assert seen == [["--check", "--solutions", "s"]]
+    assert seen == [(["--check", "--solutions", "s"], course.repository_root())]

@@ -7,7 +7,7 @@ import pytest
 
 from pagedlab import course
 from pagedlab.grading import exercise
-from pagedlab.grading.exercises import (SolutionMarkerError, make_exercises, stale_exercises,
+from pagedlab.tools.exercises import (SolutionMarkerError, make_exercises, stale_exercises,
                                         strip_solutions)
 from pagedlab.grading.runner import Limits, grade_notebook
 
@@ -23,7 +23,7 @@ def test_there_is_one_solution_and_one_exercise_per_exercise_id():
 
 def test_exercises_are_up_to_date_with_the_solutions():
     stale = stale_exercises(ROOT / "solutions", ROOT / "exercises")
-    assert not stale, f"run `python -m pagedlab.course make-exercises`: {stale}"
+    assert not stale, f"run `python -m pagedlab.tools.course make-exercises`: {stale}"
 
 
 def test_a_stale_exercise_is_found_and_rewritten(tmp_path):

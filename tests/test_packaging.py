@@ -115,3 +115,14 @@ def test_a_built_wheel_holds_every_module(tmp_path):
                 for p in (ROOT / "pagedlab").rglob("*.py")}
     expected |= {f"pagedlab/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.py")}
     assert expected <= names, sorted(expected - names)
+
+
+def test_old_module_paths_still_import_the_moved_modules():
+    import importlib
+
+    import pagedlab
+
+    for old, new in pagedlab.MOVED.items():
+        assert importlib.import_module(f"pagedlab.{old}") is importlib.import_module(f"pagedlab.{new}")
+    from pagedlab.simulator import simulate  # an instructor's notebook from the first version
+    assert simulate is pagedlab.simulate

@@ -5,7 +5,7 @@ import time
 import pytest
 
 import pagedlab as pl
-from pagedlab.simulator import format_table, main
+from pagedlab.sim.simulator import format_table, main
 
 POOL = 32 * 2048  # token slots: ~130 ShareGPT requests at their mean final length
 
@@ -225,7 +225,7 @@ def test_command_line_reports_a_pool_too_small_as_an_error(capsys):
 
 
 def test_pagedlab_cli_routes_simulate_here(capsys):
-    from pagedlab.cli import main as cli_main
+    from pagedlab.tools.cli import main as cli_main
     assert cli_main(["simulate", "--requests", "20", "--memory", "paged", "--beam-width", "2",
                      "--workload", "alpaca"]) == 0
     assert "sharing saved" in capsys.readouterr().out

@@ -4,7 +4,7 @@ import statistics
 import pytest
 
 import pagedlab as pl
-from pagedlab.workloads import Request, fixed, mean_lengths, with_shared_prefix
+from pagedlab.sim.workloads import Request, fixed, mean_lengths, with_shared_prefix
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 - :func:`check` runs an exercise's cases on the learner's code in the notebook.
 - :func:`main` is ``pagedlab grade PATH... [--gradescope results.json] [--timeout S]``: each
   notebook runs in a sandbox process of its own; the grader judges what it reports.
-- :mod:`pagedlab.grading.exercises` writes ``exercises/`` from ``solutions/``.
+- :mod:`pagedlab.tools.exercises` (not the grader) writes ``exercises/`` from ``solutions/``.
 
 See the exercise notebooks in exercises/.
 """

@@ -77,7 +77,7 @@ cd /autograder/submission
 
 def write_autograder(folder: str | Path, options: str = "") -> list[Path]:
     """Write ``setup.sh`` and ``run_autograder`` (zip them and upload to Gradescope)."""
-    from ..course import install_url
+    from ..tools.course import install_url
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .exercise import EXERCISE_MODULES
 
-INSTALL_MARKER = "# pagedlab install cell"   # pagedlab.course.INSTALL_MARKER
+INSTALL_MARKER = "# pagedlab install cell"   # pagedlab.tools.course.INSTALL_MARKER
 _CHECK_NAME = re.compile(r"^\s*(?:\w+\.)?check\s*\(\s*[\"'](ex\d\d)[\"']", re.M)
 _MAGIC = re.compile(r"^(\s*)(?:%{1,2}[A-Za-z]|!(?!=)).*$", re.M)  # not "% x" or "!= x"
 

@@ -18,7 +18,7 @@ HATCHES = {"paged kernel": "", "sdpa contiguous": "//", "gather + sdpa": "..", "
 
 
 def bandwidth_figure(result: dict):
-    """A matplotlib Figure: GB/s per (batch, context) and method, from ``pagedlab.bench.run``."""
+    """A matplotlib Figure: GB/s per (batch, context) and method, from ``pagedlab.tools.bench.run``."""
     from matplotlib.figure import Figure
 
     rows = [r for r in result["results"] if "GBps" in r]

@@ -83,7 +83,7 @@ class TimelineWidget(widgets.VBox):
     def render(self) -> None:
         """Simulate with the current sliders and redraw the timeline."""
         from .. import BlockManager, workloads
-        from ..simulator import simulate
+        from ..sim.simulator import simulate
         requests = workloads.sharegpt_like(self.num_requests, seed=self.seed, rate=self.rate.value)
         manager = BlockManager(self.num_blocks.value, self.block_size,
                                watermark=self.watermark.value)

@@ -34,7 +34,7 @@ def compare(requests, pool_tokens: int = 64 * 1024, block_size: int = 16, progre
 
     ``progress``: called with (done, total) after each simulation.
     """
-    from ..simulator import simulate
+    from ..sim.simulator import simulate
     results, made = {}, memories(pool_tokens, block_size)
     for done, (name, memory) in enumerate(made.items(), start=1):
         results[name] = simulate(requests, memory)

@@ -11,9 +11,9 @@ import argparse
 import random
 import string
 
-from .blocks import BlockManager
-from .errors import OutOfBlocks
-from .sequence import Sequence
+from ..blocks import BlockManager
+from ..errors import OutOfBlocks
+from ..sequence import Sequence
 
 NEXT_WORDS = ["jumps", "over", "the", "lazy", "dog", "again", "and", "waves", "back", "today"]
 TEN_TOKENS = "a long request of exactly ten tokens arrives right now".split()

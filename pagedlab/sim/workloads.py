@@ -35,7 +35,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
 
 # (mu, sigma) of log-length for the prompt and the output; see the module docstring.
 SHAREGPT = {"prompt": (4.5881, 1.0), "output": (5.4450, 0.9)}

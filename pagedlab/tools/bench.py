@@ -55,7 +55,7 @@ def methods(inputs: dict, flex: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from . import backend
+    from .. import backend
 
     q, k_cache, v_cache = inputs["q"], inputs["k_cache"], inputs["v_cache"]
     tables, lens = inputs["block_tables"], inputs["context_lens"]
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from . import backend
+    from .. import backend
 
     status = backend.triton_status()
     if not status["available"]:

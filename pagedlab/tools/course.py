@@ -4,10 +4,10 @@ Every notebook opens in Colab from a badge and its first code cell installs page
 repository at a pinned git ref (normally the release tag of this version, so a class's notebooks
 do not change under it mid-term). Both come from ``REPOSITORY`` and ``REF`` below, and
 
-    python -m pagedlab.course set-repo OWNER/NAME [--ref REF]
+    python -m pagedlab.tools.course set-repo OWNER/NAME [--ref REF]
 
 rewrites them everywhere: this file, and the notebooks in ``notebooks/``, ``exercises/`` and
-``solutions/``. ``python -m pagedlab.course make-exercises`` regenerates ``exercises/``.
+``solutions/``. ``python -m pagedlab.tools.course make-exercises`` regenerates ``exercises/``.
 See notebooks/00_start_here.ipynb.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 # -- the one setting (rewritten by `set-repo`; keep each on one line) --
 REPOSITORY = "pagedlab-course/pagedlab"
@@ -119,7 +119,7 @@ def set_repo(root: Path, repository: str, ref: str | None = None) -> list[Path]:
     if not _REF_ARG.match(ref) or ".." in ref:
         raise ValueError(f"not a usable git ref: {ref!r}")
     changed = []
-    course_file = root / "pagedlab" / "course.py"
+    course_file = root / "pagedlab" / "tools" / "course.py"
     if course_file.is_file() and rewrite_setting(course_file, repository, ref):
         changed.append(course_file)
     for folder in NOTEBOOK_FOLDERS:
@@ -131,7 +131,7 @@ def set_repo(root: Path, repository: str, ref: str | None = None) -> list[Path]:
 
 def repository_root() -> Path:
     """The checkout this module belongs to (editable install), else the current folder."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # pagedlab/tools/course.py -> the checkout
     return here if (here / "notebooks").is_dir() else Path.cwd()
 
 
@@ -139,9 +139,9 @@ def repository_root() -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["make-exercises"]:  # the grader's generator parses its own options
-        from .grading.exercises import main as make_exercises
-        return int(make_exercises(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="python -m pagedlab.course",
+        from .exercises import main as make_exercises
+        return int(make_exercises(argv[1:], repository_root()) or 0)
+    parser = argparse.ArgumentParser(prog="python -m pagedlab.tools.course",
                                      description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     set_cmd = commands.add_parser("set-repo", help="point badges and install cells at OWNER/NAME")

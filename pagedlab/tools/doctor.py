@@ -39,7 +39,7 @@ def _gpu() -> tuple[str, str]:
 
 def _triton() -> str:
     try:
-        from .backend import triton_status
+        from ..backend import triton_status
     except ImportError as error:  # the kernel layer is missing or broken
         return f"unknown ({error})"
     status = triton_status()
@@ -48,7 +48,7 @@ def _triton() -> str:
 
 def report() -> list[tuple[str, str]]:
     """(what, value) rows describing this machine."""
-    from . import __version__
+    from .. import __version__
     gpu, capability = _gpu()
     return [
         ("pagedlab", __version__),

@@ -30,12 +30,12 @@ import random
 import sys
 from collections import deque
 
-from .blocks import BlockManager
+from ..blocks import BlockManager
 from .breakdown import SimResult, Timeline, format_table, idle_steps, summarize
 from .contiguous import ContiguousAllocator
-from .errors import InvalidConfig, OutOfBlocks
-from .scheduler import PREEMPTION_MODES, Scheduler
-from .sequence import Sequence
+from ..errors import InvalidConfig, OutOfBlocks
+from ..scheduler import PREEMPTION_MODES, Scheduler
+from ..sequence import Sequence
 from .workloads import Request
 
 

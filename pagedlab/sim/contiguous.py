@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import DoubleFree, InvalidConfig, OutOfBlocks, UnknownSequence, check_int
+from ..errors import DoubleFree, InvalidConfig, OutOfBlocks, UnknownSequence, check_int
 
 POLICIES = ("max", "pow2", "oracle")
 

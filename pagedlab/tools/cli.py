@@ -11,10 +11,10 @@ from importlib import import_module
 # name -> ("module:function", one line of help). Each function takes argv (a list) and
 # returns an exit status.
 COMMANDS = {
-    "garage": ("pagedlab.garage:main", "the parking-garage story of the KV cache, in the terminal"),
-    "doctor": ("pagedlab.doctor:main", "versions, GPU, and whether Triton runs compiled or interpreted"),
-    "simulate": ("pagedlab.simulator:main", "simulate serving a workload; print where the memory goes"),
-    "bench": ("pagedlab.bench:main", "time the paged-attention kernel against its baselines"),
+    "garage": ("pagedlab.tools.garage:main", "the parking-garage story of the KV cache, in the terminal"),
+    "doctor": ("pagedlab.tools.doctor:main", "versions, GPU, and whether Triton runs compiled or interpreted"),
+    "simulate": ("pagedlab.sim.simulator:main", "simulate serving a workload; print where the memory goes"),
+    "bench": ("pagedlab.tools.bench:main", "time the paged-attention kernel against its baselines"),
     "grade": ("pagedlab.grading:main", "grade exercise notebooks (optionally for Gradescope)"),
 }
 

@@ -5,7 +5,7 @@ and ``### END SOLUTION``. Lines right after BEGIN that start with ``# Hint:`` st
 exercise; the rest becomes ``raise NotImplementedError("...")`` carrying the hint, indented like
 the markers. Badges point at the exercise, outputs are dropped.
 
-    python -m pagedlab.course make-exercises [--check] [--solutions DIR] [--exercises DIR]
+    python -m pagedlab.tools.course make-exercises [--check] [--solutions DIR] [--exercises DIR]
 """
 from __future__ import annotations
 
@@ -105,11 +105,9 @@ def make_exercises(solutions_dir: str | Path, exercises_dir: str | Path) -> list
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..course import repository_root
-
-    root = repository_root()
-    parser = argparse.ArgumentParser(prog="python -m pagedlab.course make-exercises",
+def main(argv: list[str] | None, root: Path) -> int:
+    """``make-exercises`` for the checkout at ``root`` (called by ``pagedlab.tools.course``)."""
+    parser = argparse.ArgumentParser(prog="python -m pagedlab.tools.course make-exercises",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--solutions", type=Path, default=root / "solutions")
     parser.add_argument("--exercises", type=Path, default=root / "exercises")
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = stale_exercises(args.solutions, args.exercises)
             for path in stale:
-                print(f"stale: {path} (run python -m pagedlab.course make-exercises)")
+                print(f"stale: {path} (run python -m pagedlab.tools.course make-exercises)")
             return 1 if stale else 0
         for path in make_exercises(args.solutions, args.exercises):
             print(f"{'wrote' if path.exists() else 'removed'} {path}")
@@ -129,5 +127,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,8 @@ import torch
 from .blocks import BlockManager
 from .cache import KVCache
 from .errors import InvalidConfig
-from .model import GPT, PagedBatch
+from .model import GPT
+from .paged_batch import PagedBatch
 from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample_batch
 from .scheduler import Scheduler
 from .sequence import Sequence

@@ -10,18 +10,15 @@ The model runs two ways:
   uses it to recompute the whole sequence for every new token: the baseline, and a second
   reference next to Hugging Face's ``generate``.
 * ``model.forward_paged(batch, kv_cache)``: the tokens of many sequences packed into one row.
-  Each layer stores its new keys and values in the slots the block manager chose
-  (``batch.slot_mapping``, the store kernel) and attends through the block tables: the Triton
-  decode kernel when every sequence brings one token on a GPU, else :func:`paged_attention_torch`
-  (prompts, with any prefix found in the prefix cache; and decoding on a CPU).
+  Each layer calls :func:`pagedlab.paged_batch.write_and_attend`: store the new keys and values
+  in the slots the block manager chose, then attend through the block tables (the Triton kernels
+  on a GPU, for decodes, prompt chunks and mixed batches alike; batched torch on a CPU).
   :class:`pagedlab.LLMEngine` builds the batches.
 
 See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -29,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import paged_attention
+from .paged_batch import PagedBatch, paged_attention_torch, write_and_attend  # noqa: F401
 from .errors import InvalidConfig
 from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample
 
@@ -59,91 +56,6 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
-
-
-@dataclass
-class PagedBatch:
-    """One engine step's tokens, packed, and where their K/V live in the paged cache.
-
-    Sequence i brings its last ``query_lens[i]`` tokens of ``context_lens[i]``; the ones before
-    are already in the cache. A slot of -1 means "do not store".
-    """
-
-    input_ids: torch.Tensor  # (num_tokens,) the new tokens of every sequence, one after another
-    positions: torch.Tensor  # (num_tokens,) each token's position in its sequence
-    slot_mapping: torch.Tensor  # (num_tokens,) where each token's K/V go; -1 = skip
-    block_tables: torch.Tensor  # (num_seqs, max_blocks) int32, padded with -1
-    context_lens: torch.Tensor  # (num_seqs,) int32 tokens each sequence attends to
-    query_lens: list[int]  # (num_seqs,) new tokens per sequence
-    block_size: int = 16  # tokens per block of the cache
-    backend: str | None = None  # store and decode kernels: "triton", "torch" or None (choose)
-
-    @property
-    def is_decode(self) -> bool:
-        return len(self.query_lens) == self.input_ids.shape[0]  # one new token per sequence
-
-    @functools.cached_property
-    def groups(self) -> list[tuple[torch.Tensor, ...]]:
-        """The sequences sorted by length in groups of ``GROUP``, so that padding each group to
-        its longest sequence wastes little. Made once per step, shared by every layer.
-
-        Per group of s sequences with n new tokens: tokens (n,) their rows in the packed batch;
-        seq_of (n,), row (n,) where each sits in the padded (s, T) grid; visible (s, T, L) the
-        cache positions each query may see; table (s, L // block_size) with -1 read as block 0.
-        """
-        device, lens = self.input_ids.device, self.context_lens.tolist()
-        starts = [0, *itertools.accumulate(self.query_lens)]  # first packed row of each sequence
-        order = sorted(range(len(lens)), key=lens.__getitem__)
-        groups = []
-        for first in range(0, len(order), GROUP):
-            seqs = order[first:first + GROUP]
-            query_lens = torch.tensor([self.query_lens[i] for i in seqs], device=device)  # (s,)
-            tokens = torch.tensor([t for i in seqs for t in range(starts[i], starts[i + 1])],
-                                  device=device)  # (n,)
-            seq_of = torch.repeat_interleave(torch.arange(len(seqs), device=device), query_lens)
-            row = torch.arange(len(tokens), device=device) \
-                - (query_lens.cumsum(0) - query_lens)[seq_of]  # (n,) index among its queries
-            max_blocks = -(-max(lens[i] for i in seqs) // self.block_size)
-            table = self.block_tables[seqs, :max_blocks].clamp(min=0).long()  # (s, max_blocks)
-            context = torch.tensor([lens[i] for i in seqs], device=device)  # (s,)
-            q_pos = (context - query_lens)[:, None] \
-                + torch.arange(int(query_lens.max()), device=device)  # (s, T)
-            k_pos = torch.arange(max_blocks * self.block_size, device=device)  # (L,)
-            visible = k_pos[None, None, :] <= q_pos[:, :, None]  # (s, T, L) causal; hides padding
-            groups.append((tokens, seq_of, row, visible, table))
-        return groups
-
-
-GROUP = 16  # sequences per attention group on the torch path (measured: 8-16 serve best)
-
-
-def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                          batch: PagedBatch) -> torch.Tensor:
-    """Paged attention in plain torch, a group of sequences at a time: gather blocks, pad, mask.
-
-    The same numbers as ``pagedlab.paged_prefill_reference`` (which loops over sequences one by
-    one) in a few batched operations, fast enough to serve on a CPU.
-    q: (N, nh, hs) the batch's new tokens, packed -> (N, nh, hs).
-    """
-    N, nh, hs = q.shape
-    n_kv = k_cache.shape[2]
-    y = torch.empty_like(q)  # (N, nh, hs)
-    for tokens, seq_of, row, visible, table in batch.groups:
-        s, T, L = visible.shape
-        if T == 1:  # decode: one query per sequence, nothing to pad
-            qp = q[tokens].view(s, 1, nh, hs)  # (s, 1, nh, hs)
-        else:
-            qp = q.new_zeros(s, T, nh, hs)  # (s, T, nh, hs) the group's queries, padded
-            qp[seq_of, row] = q[tokens]
-        k = k_cache[table].flatten(1, 2)  # (s, L, n_kv, hs) each table's blocks, in order
-        v = v_cache[table].flatten(1, 2)  # (s, L, n_kv, hs)
-        if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
-            k = k.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
-            v = v.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
-        out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), attn_mask=visible[:, None])
-        y[tokens] = out.transpose(1, 2)[seq_of, row]  # (s, nh, T, hs) -> (n, nh, hs) packed
-    return y
 
 
 class CausalSelfAttention(nn.Module):
@@ -176,13 +88,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(N, self.n_head, self.head_dim)  # (N, nh, hs)
         k = k.reshape(N, self.n_head, self.head_dim)  # (N, nh, hs)
         v = v.reshape(N, self.n_head, self.head_dim)  # (N, nh, hs)
-        kv_cache.write(layer, k, v, batch.slot_mapping, backend=batch.backend)  # the store kernel
-        k_cache, v_cache = kv_cache[layer]  # (num_blocks, block_size, nh, hs) each
-        if batch.is_decode and batch.backend != "torch":  # one query per sequence: the kernel
-            y = paged_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens,
-                                backend=batch.backend)  # (N, nh, hs)
-        else:  # prompts (causal over their tokens and any cached prefix), or decode in torch
-            y = paged_attention_torch(q, k_cache, v_cache, batch)  # (N, nh, hs)
+        y = write_and_attend(q, k, v, batch, kv_cache, layer)  # (N, nh, hs) store, then attend
         return self.c_proj(y.reshape(N, C))  # (N, C)
 
 
@@ -233,6 +139,27 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes
 
+    # What the engine needs to know to serve a model (pagedlab.Llama has the same names).
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layer
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.config.n_head  # GPT-2 has one KV head per query head
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.head_dim
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.n_positions
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
     @property
     def device(self) -> torch.device:
         return self.lm_head.weight.device
@@ -258,8 +185,7 @@ class GPT(nn.Module):
         x = self.transformer.wte(batch.input_ids) + self.transformer.wpe(batch.positions)  # (N, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, batch, kv_cache, layer)  # (N, C)
-        last = torch.tensor(batch.query_lens, device=x.device).cumsum(0) - 1  # (num_seqs,)
-        return self.lm_head(self.transformer.ln_f(x[last]))  # (num_seqs, vocab_size)
+        return self.lm_head(self.transformer.ln_f(x[batch.last_token_rows]))  # (num_seqs, vocab_size)
 
     # ------------------------------------------------------------------ weights
     @classmethod

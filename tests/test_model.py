@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import pagedlab as pl  # noqa: E402
-from pagedlab.model import PagedBatch, paged_attention_torch  # noqa: E402
+from pagedlab.paged_batch import PagedBatch, paged_attention_torch  # noqa: E402
 
 VOCAB = 512
 
@@ -151,7 +151,7 @@ def test_paged_forward_equals_contiguous(model):
 
 @pytest.mark.parametrize("num_seqs", [3, 19])  # one group of sequences, and several
 def test_batched_torch_attention_equals_the_paged_reference(num_seqs):
-    """paged_attention_torch (groups of sequences at once) = paged_prefill_reference (one at a
+    """paged_attention_torch (buckets of sequences at once) = paged_prefill_reference (one at a
     time), with cached prefixes, partial last blocks, padded tables and grouped-query heads."""
     generator = torch.Generator().manual_seed(num_seqs)
     k_cache, v_cache = torch.randn(2, 64, 4, 2, 8, generator=generator).unbind(0)  # (64, 4, 2, 8)

@@ -260,7 +260,9 @@ class Llama(nn.Module):
     def from_hf(cls, hf_model) -> "Llama":
         """The same network as a Hugging Face ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` or
         ``MistralForCausalLM``: weights, dtype, device."""
-        config = config_from_hf(hf_model.config)
+        from .models import llama_config_from_hf
+
+        config = llama_config_from_hf(hf_model.config)
         source = hf_model.state_dict()
         weight = source["model.embed_tokens.weight"]
         model = cls(config).to(device=weight.device, dtype=weight.dtype)
@@ -282,54 +284,3 @@ class Llama(nn.Module):
 
         return cls.from_hf(load_hf(name_or_path, **kwargs))
 
-
-SUPPORTED = ("llama", "qwen2", "mistral")
-
-
-def config_from_hf(hf) -> LlamaConfig:
-    """A :class:`LlamaConfig` from a transformers config, or InvalidConfig naming what differs."""
-    kind = getattr(hf, "model_type", None)
-    if kind not in SUPPORTED:
-        raise InvalidConfig(f"model_type {kind!r} is not a Llama-family model: Llama.from_hf "
-                            f"converts {', '.join(SUPPORTED)} (pagedlab.from_hf also gpt2)")
-    if getattr(hf, "hidden_act", "silu") != "silu":
-        raise InvalidConfig(f"this {kind} config uses hidden_act={hf.hidden_act!r}; pagedlab's "
-                            "Llama implements SwiGLU with silu only")
-    window = sliding_window(hf)
-    if window is not None and window < hf.max_position_embeddings:
-        raise InvalidConfig(
-            f"this {kind} config attends within a sliding window of {window} tokens but runs "
-            f"{hf.max_position_embeddings} positions; pagedlab's Llama attends to the whole "
-            "context. Use a checkpoint without a sliding window, or set the config's "
-            f"max_position_embeddings to at most {window} before converting (within the "
-            "window both are the same)")
-    # transformers >= 5 keeps RoPE settings in rope_parameters; older ones in rope_theta and
-    # rope_scaling
-    rope = dict(getattr(hf, "rope_parameters", None) or getattr(hf, "rope_scaling", None) or {})
-    theta = rope.pop("rope_theta", getattr(hf, "rope_theta", 10000.0))
-    if rope.pop("partial_rotary_factor", 1.0) != 1.0:
-        raise InvalidConfig("partial_rotary_factor != 1 (RoPE on part of each head) is not "
-                            "supported")
-    attention_bias = kind == "qwen2" or bool(getattr(hf, "attention_bias", False))
-    return LlamaConfig(
-        vocab_size=hf.vocab_size, max_position_embeddings=hf.max_position_embeddings,
-        hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size,
-        num_hidden_layers=hf.num_hidden_layers, num_attention_heads=hf.num_attention_heads,
-        num_key_value_heads=getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads,
-        head_dim=getattr(hf, "head_dim", None), rms_norm_eps=hf.rms_norm_eps, rope_theta=theta,
-        rope_scaling=rope or None, tie_word_embeddings=bool(hf.tie_word_embeddings),
-        attention_bias=attention_bias,
-        o_proj_bias=kind == "llama" and bool(getattr(hf, "attention_bias", False)),
-        mlp_bias=bool(getattr(hf, "mlp_bias", False)))
-
-
-def sliding_window(hf) -> int | None:
-    """The window some layer of this config attends within, or None if every layer sees all."""
-    window = getattr(hf, "sliding_window", None)
-    if window is None or (hf.model_type == "qwen2" and not getattr(hf, "use_sliding_window", 0)):
-        return None
-    layer_types = getattr(hf, "layer_types", None)
-    if layer_types is None and hf.model_type == "qwen2":  # older transformers: the last layers
-        layer_types = ["sliding_attention" if i >= hf.max_window_layers else "full_attention"
-                       for i in range(hf.num_hidden_layers)]
-    return window if layer_types is None or "sliding_attention" in layer_types else None

@@ -3,6 +3,7 @@
 A call that raises leaves every count, table and cache exactly as it was, so a learner can fix
 the input and run the cell again without restarting the kernel.
 """
+import math
 
 
 class PagedLabError(Exception):
@@ -34,4 +35,43 @@ def check_int(name: str, value, minimum: int) -> int:
         raise InvalidConfig(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise InvalidConfig(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_fraction(name: str, value) -> float:
+    """``value`` as a float if it is a number in [0, 1] (not a bool), else InvalidConfig."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidConfig(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool), else InvalidConfig."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InvalidConfig(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: tuple):
+    """``value`` if it is one of ``choices``, else InvalidConfig listing them."""
+    if value not in choices:
+        raise InvalidConfig(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value, *, high_open: bool = True) -> float:
+    """``value`` as a float in [0, 1) (or [0, 1] with ``high_open=False``), else InvalidConfig."""
+    top = 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0.0 <= value < top if high_open else 0.0 <= value <= top):
+        interval = "[0, 1)" if high_open else "[0, 1]"
+        raise InvalidConfig(f"{name} is a fraction in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``, else InvalidConfig listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidConfig(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value

@@ -38,10 +38,13 @@ def check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def check_fraction(name: str, value) -> float:
-    """``value`` as a float if it is a number in [0, 1] (not a bool), else InvalidConfig."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InvalidConfig(f"{name} must be a fraction in [0, 1], got {value!r}")
+def check_fraction(name: str, value, *, below_one: bool = False) -> float:
+    """``value`` as a float if it is a number in [0, 1] (in [0, 1) with ``below_one``; not a
+    bool), else InvalidConfig."""
+    top_ok = value < 1 if below_one else value <= 1
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value and top_ok):
+        raise InvalidConfig(f"{name} must be a fraction in [0, 1{')' if below_one else ']'}, "
+                            f"got {value!r}")
     return float(value)
 
 
@@ -59,19 +62,3 @@ def check_choice(name: str, value, choices: tuple):
         raise InvalidConfig(f"{name} must be one of {choices}, got {value!r}")
     return value
 
-
-def check_fraction(name: str, value, *, high_open: bool = True) -> float:
-    """``value`` as a float in [0, 1) (or [0, 1] with ``high_open=False``), else InvalidConfig."""
-    top = 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0.0 <= value < top if high_open else 0.0 <= value <= top):
-        interval = "[0, 1)" if high_open else "[0, 1]"
-        raise InvalidConfig(f"{name} is a fraction in {interval}, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value, choices) -> str:
-    """``value`` if it is one of ``choices``, else InvalidConfig listing them."""
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidConfig(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value

@@ -41,8 +41,8 @@ def check_int(name: str, value, minimum: int) -> int:
 def check_fraction(name: str, value, *, below_one: bool = False) -> float:
     """``value`` as a float if it is a number in [0, 1] (in [0, 1) with ``below_one``; not a
     bool), else InvalidConfig."""
-    top_ok = value < 1 if below_one else value <= 1
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value and top_ok):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (0 <= value < 1 if below_one else 0 <= value <= 1):
         raise InvalidConfig(f"{name} must be a fraction in [0, 1{')' if below_one else ']'}, "
                             f"got {value!r}")
     return float(value)

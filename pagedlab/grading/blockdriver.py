@@ -1,132 +1,24 @@
-"""Drive a block manager through a script of operations, then judge what it reported.
+"""Judge a block manager by replaying a script of operations on it and on the reference.
 
-A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4, "ops": [...]}``
-with ops ``["allocate", seq_id, tokens]``, ``["can_allocate", seq_id, tokens]``,
-``["append", seq_id, token]``, ``["fork", parent_id, child_id]`` and ``["free", seq_id]``.
-:func:`run_script` runs it (on the learner's manager in the sandbox, on pagedlab's in the grader)
-and records raw observations after every op. :func:`compare` turns both into views that do not
-depend on *which* free block an implementation picks (block ids are relabelled per step) and
-reports the first step where they differ.
+A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4, "ops": [...],
+"features": [...]}`` with ops ``["allocate", seq_id, tokens]``, ``["can_allocate", seq_id,
+tokens]``, ``["append", seq_id, token]``, ``["fork", parent_id, child_id]`` and ``["free",
+seq_id]``. :func:`.drivers.run_script` runs it (on the learner's manager in the sandbox, on
+pagedlab's here) and records raw observations after every op. :func:`compare` turns both into
+views that do not depend on *which* free block an implementation picks (block ids are relabelled
+per step) and reports the first step where they differ. :func:`disguise` makes every hand-made
+script different in each run (sequence ids, token values, blocks already taken), so a table of
+the public cases' answers is worth nothing.
 """
 from __future__ import annotations
 
 import random
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import DoubleFree, OutOfBlocks, UnknownSequence
-from ..sequence import Sequence
 from .exercise import Mismatch, short
 
-MAX_ITEMS = 4096           # longest list the driver copies out of a learner's object
-_ERRORS = (OutOfBlocks, DoubleFree, UnknownSequence)
-
-
-# ------------------------------------------------------------------ in the sandbox
-def describe_error(error: BaseException) -> list:
-    """["raised", category, message]: pagedlab's errors by name, anything else with its type."""
-    for kind in _ERRORS:
-        if isinstance(error, kind):
-            return ["raised", kind.__name__, str(error)[:300]]
-    return ["raised", type(error).__name__, str(error)[:300]]
-
-
-def _int(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return ["not an int", short(repr(value), 80)]
-    return int(value)
-
-
-def _ints(value: Any) -> Any:
-    try:
-        items = list(value) if len(value) <= MAX_ITEMS else None
-    except Exception:  # noqa: BLE001 - anything a learner returns is data here
-        return ["not a list", short(repr(value), 80)]
-    if items is None:
-        return ["too long", len(value)]
-    return [_int(item) for item in items]
-
-
-def _observe(read: Callable[[], Any], coerce: Callable[[Any], Any]) -> Any:
-    try:
-        return coerce(read())
-    except KeyboardInterrupt:
-        raise
-    except BaseException as error:  # noqa: BLE001 - a learner's property may raise anything
-        return describe_error(error)
-
-
-def run_script(make_manager: Callable[[int, int], Any], script: dict,
-               features: frozenset[str]) -> list[dict]:
-    """Run ``script`` on a manager from ``make_manager(num_blocks, block_size)``.
-
-    Returns one raw observation per op (the constructor is step 0): the op's result, the free
-    block count, every live sequence's block table, and, per ``features``, slot mappings
-    ("slots"), token counts ("tokens") and reference counts ("refs").
-    """
-    try:
-        manager = make_manager(script["num_blocks"], script["block_size"])
-    except KeyboardInterrupt:
-        raise
-    except BaseException as error:  # noqa: BLE001
-        return [{"result": describe_error(error)}]
-    steps = [{"result": ["ok", None]}]
-    live: dict[int, Sequence] = {}
-    for op in script["ops"]:
-        result = _apply(manager, live, op)
-        steps.append({"result": result, **_snapshot(manager, live, features)})
-    return steps
-
-
-def _apply(manager: Any, live: dict[int, Sequence], op: list) -> list:
-    kind, seq_id, arg = op
-    if kind in ("append", "fork", "free") and seq_id not in live:
-        return ["skipped", None]  # its allocate failed, as it may in a random script
-    try:
-        if kind == "allocate":
-            seq = Sequence(seq_id, arg)
-            value = manager.allocate(seq)
-            live[seq_id] = seq
-            return ["ok", value if isinstance(value, int) and not isinstance(value, bool) else None]
-        if kind == "can_allocate":
-            return ["ok", _bool(manager.can_allocate(Sequence(seq_id, arg)))]
-        if kind == "append":
-            copy = manager.append_token(live[seq_id], arg)
-            return ["ok", None if copy is None else _ints(copy)]
-        if kind == "fork":
-            child = manager.fork(live[seq_id], arg)
-            if not isinstance(child, Sequence):
-                return ["ok", ["not a Sequence", short(repr(child), 80)]]
-            live[arg] = child
-            return ["ok", None]
-        if kind == "free":
-            manager.free(live[seq_id])
-            del live[seq_id]
-            return ["ok", None]
-    except KeyboardInterrupt:
-        raise
-    except BaseException as error:  # noqa: BLE001 - SystemExit too: it is the learner's
-        return describe_error(error)
-    raise ValueError(f"unknown op {kind!r}")
-
-
-def _bool(value: Any) -> Any:
-    return value if isinstance(value, bool) else ["not a bool", short(repr(value), 80)]
-
-
-def _snapshot(manager: Any, live: dict[int, Sequence], features: frozenset[str]) -> dict:
-    order = sorted(live)
-    shot = {"free": _observe(lambda: manager.num_free_blocks, _int),
-            "tables": {sid: _observe(lambda s=live[sid]: s.block_table, _ints) for sid in order}}
-    if "tokens" in features:
-        shot["tokens"] = {sid: len(live[sid].token_ids) for sid in order}
-    if "slots" in features:
-        shot["slots"] = {sid: _observe(lambda s=live[sid]: manager.slot_mapping(s), _ints)
-                         for sid in order}
-    if "refs" in features:
-        shot["refs"] = {sid: _observe(lambda s=live[sid]: [manager.ref_count(b) for b in s.block_table],
-                                      _ints) for sid in order}
-    return shot
+ERROR_NAMES = ("OutOfBlocks", "DoubleFree", "UnknownSequence")
 
 
 # ------------------------------------------------------------------ in the grader
@@ -146,7 +38,7 @@ def _result_view(op: list | None, result: list, features: frozenset[str]) -> str
         return "skipped (the sequence is not allocated)"
     if result[0] == "raised":
         name, message = result[1], result[2]
-        return f"raises {name}" if name in {e.__name__ for e in _ERRORS} else f"raises {name}: {message}"
+        return f"raises {name}" if name in ERROR_NAMES else f"raises {name}: {message}"
     value = result[1]
     if op is not None and op[0] == "can_allocate":
         return f"returns {value}"
@@ -293,21 +185,50 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
     return {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}
 
 
-def exercise_hooks(features: frozenset[str], **manager_options):
-    """``reference, run, compare`` of a block-manager exercise judged by replaying scripts.
+def disguise(script: dict, rng: random.Random) -> dict:
+    """The same test, with other sequence ids and token values, behind 0-3 blocks already held.
 
-    The reference is pagedlab's BlockManager (with ``manager_options``); ``run`` replays a
-    script on the learner's class; ``compare`` matches the two traces on ``features``.
+    Token values are mapped one to one (equal tokens stay equal, so prefix hits are kept); the
+    blocks held first belong to a sequence that is never touched again, so the rest of the
+    script sees the same free pool as the hand-made one."""
+    ids = sorted({op[1] for op in script["ops"]} | {op[2] for op in script["ops"] if op[0] == "fork"})
+    fresh = rng.sample(range(1, 1000), len(ids) + 1)
+    new_id = dict(zip(ids, fresh))
+    values = sorted({t for op in script["ops"] for t in (op[2] if isinstance(op[2], list) else [])}
+                    | {op[2] for op in script["ops"] if op[0] == "append"})
+    drawn = rng.sample(range(1000, 1 << 20), len(values) + 64)
+    new_token = dict(zip(values, drawn))
+    ops = []
+    for kind, seq_id, arg in script["ops"]:
+        if kind in ("allocate", "can_allocate"):
+            arg = [new_token[t] for t in arg]
+        elif kind == "append":
+            arg = new_token[arg]
+        elif kind == "fork":
+            arg = new_id[arg]
+        ops.append([kind, new_id[seq_id], arg])
+    held = rng.randint(0, 3)
+    if held:
+        ops.insert(0, ["allocate", fresh[-1], drawn[len(values):len(values) + held * script["block_size"]]])
+    return {**script, "num_blocks": script["num_blocks"] + held, "ops": ops}
+
+
+def exercise_hooks(features: frozenset[str], **manager_options):
+    """``script, reference, compare`` of a block-manager exercise judged by replaying scripts.
+
+    ``script(seed, index, template)`` is a case's script for this run; the reference is
+    pagedlab's BlockManager (with ``manager_options``); ``compare`` matches the two traces.
     """
+    def script(seed: int, index: int, template: dict, hide: bool = True) -> dict:
+        data = disguise(template, random.Random(f"{seed}:{index}:{sorted(features)}")) if hide else template
+        return {**data, "features": sorted(features)}
+
     def reference_objects() -> dict:
         from ..blocks import BlockManager
         return {"BlockManager": partial(BlockManager, **manager_options)
                 if manager_options else BlockManager}
 
-    def run_case(objects: dict, data: dict) -> list[dict]:
-        return run_script(objects["BlockManager"], data, features)
-
     def compare_case(case, expected, got):
         return compare(case.data, expected, got, features)
 
-    return reference_objects, run_case, compare_case
+    return script, reference_objects, compare_case

@@ -1,85 +1,97 @@
-"""The private result channel between a sandbox and the grader: nonce-tagged JSON frames.
+"""What comes back from a sandbox: JSON lines of plain values on stdout, its prints on stderr.
 
-A frame is ``MAGIC + nonce (16 bytes) + length (8 bytes, big-endian) + JSON``. The sandbox writes
-frames on a pipe of its own (never stdout, which the learner's prints share); the grader reads
-them with a deadline and treats anything else on the pipe as tampering.
+Everything on these pipes was written by code the learner controls, so it is read as untrusted
+data: lines over ``MAX_LINE`` bytes, output over ``MAX_RESULTS`` bytes, JSON that is not an
+object, too deep or not plain values are dropped (and counted); the prints keep their first
+``output_limit`` bytes. Reading never blocks past the deadline the caller gives.
 """
 from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import time
+from typing import Any
 
-MAGIC = b"PLG1"
-MAX_FRAME = 8 << 20       # bytes: a bigger frame is not one the sandbox wrote
-
-
-class Tampered(Exception):
-    """The private channel carried something the sandbox did not write."""
+MAX_LINE = 4 << 20
+MAX_RESULTS = 64 << 20
+MAX_DEPTH = 12
 
 
-class Channel:
-    """Length-prefixed, nonce-tagged JSON frames on a pipe the learner's prints never reach."""
-
-    def __init__(self, fd: int, nonce: str):
-        self._fd, self._tag = fd, MAGIC + bytes.fromhex(nonce)
-        self._write, self._dumps = os.write, json.dumps   # bound before any learner code runs
-
-    def send(self, message: dict) -> None:
-        payload = self._dumps(message, default=repr).encode()
-        data = self._tag + len(payload).to_bytes(8, "big") + payload
-        while data:
-            data = data[self._write(self._fd, data):]
+def plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is JSON data no deeper than ``MAX_DEPTH`` (iteratively bounded)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(plain(v, depth + 1) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
-class Frames:
-    """Reads nonce-tagged frames from the channel pipe, with a deadline."""
+class Lines:
+    """Reads the sandbox's two pipes; :meth:`next` returns its next message or None at the end."""
 
-    def __init__(self, fd: int, nonce: str):
-        self.fd, self.tag, self.buffer = fd, MAGIC + bytes.fromhex(nonce), bytearray()
-        self.closed = False
+    def __init__(self, stdout, stderr, output_limit: int):
+        self.selector = selectors.DefaultSelector()
+        for stream in (stdout, stderr):
+            os.set_blocking(stream.fileno(), False)
+            self.selector.register(stream, selectors.EVENT_READ)
+        self.stdout, self.stderr = stdout, stderr
+        self.buffer, self.messages = bytearray(), []
+        self.output, self.printed, self.output_limit = bytearray(), 0, output_limit
+        self.received, self.dropped, self.open = 0, 0, 2
 
     def next(self, deadline: float) -> dict | None:
-        """The next message; None at end of file; raises TimeoutError past ``deadline``."""
-        while True:
-            message = self._parse()
-            if message is not None:
-                return message
-            if self.closed:
-                if self.buffer:
-                    raise Tampered("a partial frame at the end of the channel")
+        """The next message; None once stdout closed; raises TimeoutError past ``deadline``."""
+        while not self.messages:
+            if self.open == 0 or self.stdout.closed:
                 return None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                chunk = os.read(self.fd, 1 << 16)
-                if chunk:
-                    self.buffer += chunk
-                else:
-                    self.closed = True
+            for key, _ in self.selector.select(left):
+                self._read(key.fileobj)
+        return self.messages.pop(0)
 
-    def _parse(self) -> dict | None:
-        head = len(self.tag) + 8
-        if len(self.buffer) < head:
-            if self.buffer and not self.tag.startswith(bytes(self.buffer[:len(self.tag)])):
-                raise Tampered("bytes without this run's nonce")
-            return None
-        if bytes(self.buffer[:len(self.tag)]) != self.tag:
-            raise Tampered("a frame without this run's nonce")
-        size = int.from_bytes(self.buffer[len(self.tag):head], "big")
-        if size > MAX_FRAME:
-            raise Tampered(f"a frame of {size} bytes")
-        if len(self.buffer) < head + size:
-            return None
-        payload = bytes(self.buffer[head:head + size])
-        del self.buffer[:head + size]
+    def _read(self, stream) -> None:
         try:
-            message = json.loads(payload)
-        except ValueError:
-            raise Tampered("a frame that is not JSON") from None
-        if not isinstance(message, dict):
-            raise Tampered("a frame that is not an object")
-        return message
+            chunk = os.read(stream.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.selector.unregister(stream)
+            self.open -= 1
+            if stream is self.stdout:
+                self.open = 0   # results are over; stderr's tail is not worth waiting for
+            return
+        if stream is self.stderr:
+            self.printed += len(chunk)
+            self.output += chunk[:max(0, self.output_limit - len(self.output))]
+            return
+        self.received += len(chunk)
+        if self.received > MAX_RESULTS:
+            raise OverflowError(f"more than {MAX_RESULTS >> 20} MB of results")
+        self.buffer += chunk
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) >= 0:
+            self._parse(bytes(self.buffer[start:end]))
+            start = end + 1
+        del self.buffer[:start]
+        if len(self.buffer) > MAX_LINE:
+            self.buffer.clear()
+            self.dropped += 1
+
+    def _parse(self, line: bytes) -> None:
+        if len(line) > MAX_LINE:
+            self.dropped += 1
+            return
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            self.dropped += 1
+            return
+        if isinstance(message, dict) and plain(message):
+            self.messages.append(message)
+        else:
+            self.dropped += 1

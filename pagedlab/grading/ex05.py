@@ -1,26 +1,24 @@
 """ex05 one scheduler step: grow the running batch, preempt by recompute, admit the waiting.
 
 The learner writes ``schedule_step(running, waiting, block_manager, max_num_seqs)`` returning
-``(prefills, decodes, preempted)``; the grader's driver runs a workload step by step around it
-(appending each scheduled sequence's next token, finishing and admitting requests) and records
-who ran. :func:`reference_schedule_step` is the grader's answer; tests/test_grading.py proves it
-schedules exactly like :class:`pagedlab.Scheduler`. See notebooks/05_scheduling.ipynb.
+``(prefills, decodes, preempted)``; the driver (:func:`.drivers.run_schedule`) runs a workload
+step by step around it (appending each scheduled sequence's next token, finishing and admitting
+requests) and records who ran. :func:`reference_schedule_step` is the grader's answer (this
+module never reaches a sandbox); tests/test_grading.py proves it schedules exactly like
+:class:`pagedlab.Scheduler`. Every case is a workload drawn from the seed and kept only if the
+reference shows the behaviour the case is about. See notebooks/05_scheduling.ipynb.
 """
 from __future__ import annotations
 
 import random
 
-from ..sequence import Sequence
-from .blockdriver import describe_error
+from .drivers import run_schedule
 from .exercise import Case, Exercise, Mismatch, short
 
 EXERCISE = Exercise(
     id="ex05", title="One scheduler step, with preemption",
     names={"schedule_step": "schedule_step"},
-    forbidden={"pagedlab.scheduler": ("Scheduler",),
-               "pagedlab.grading.ex05": ("reference_schedule_step",)},
 )
-MAX_STEPS = 80
 
 
 def reference_schedule_step(running, waiting, block_manager, max_num_seqs):
@@ -60,71 +58,6 @@ def reference_schedule_step(running, waiting, block_manager, max_num_seqs):
     return prefills, decodes, preempted
 
 
-def _ids(value, known: dict) -> list | str:
-    try:
-        items = list(value)
-    except Exception:  # noqa: BLE001
-        return f"not a list: {short(repr(value), 60)}"
-    ids = []
-    for item in items[:1000]:
-        match = next((sid for sid, seq in known.items() if seq is item), None)
-        ids.append(match if match is not None else f"not one of the sequences: {short(repr(item), 40)}")
-    return ids
-
-
-def run(objects: dict, data: dict) -> list[dict]:
-    """Serve ``data["requests"]`` step by step with the given ``schedule_step``."""
-    from ..blocks import BlockManager
-
-    step_function = objects["schedule_step"]
-    bm = BlockManager(data["num_blocks"], data["block_size"], watermark=data["watermark"])
-    pending = sorted(data["requests"], key=lambda r: (r["arrival"], r["seq_id"]))
-    seqs = {r["seq_id"]: Sequence(r["seq_id"], r["prompt"]) for r in pending}
-    stop = {r["seq_id"]: len(r["prompt"]) + r["max_new_tokens"] for r in pending}
-    running: list[Sequence] = []
-    waiting: list[Sequence] = []
-    steps = []
-    for step in range(MAX_STEPS):
-        while pending and pending[0]["arrival"] <= step:
-            waiting.append(seqs[pending.pop(0)["seq_id"]])
-        if not (running or waiting or pending):
-            break
-        try:
-            result = step_function(list(running), list(waiting), bm, data["max_num_seqs"])
-            prefills, decodes, preempted = result
-            record = {"prefills": _ids(prefills, seqs), "decodes": _ids(decodes, seqs),
-                      "preempted": _ids(preempted, seqs)}
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # noqa: BLE001
-            steps.append({"error": describe_error(error)})
-            break
-        record["free"] = bm.num_free_blocks
-        steps.append(record)
-        if any(not isinstance(i, int) for key in ("prefills", "decodes", "preempted")
-               for i in record[key]):
-            break
-        try:
-            order = {id(seq): n for n, seq in enumerate(seqs.values())}
-            scheduled = [seqs[i] for i in record["prefills"] + record["decodes"]]
-            for seq in scheduled:
-                bm.append_token(seq, len(seq.token_ids) % 50)
-            finished = [seq for seq in scheduled if len(seq.token_ids) >= stop[seq.seq_id]]
-            for seq in finished:
-                bm.free(seq)
-            gone = {id(s) for s in finished} | {id(seqs[i]) for i in record["preempted"]}
-            running = sorted((s for s in scheduled if id(s) not in gone), key=lambda s: order[id(s)])
-            admitted = {id(seqs[i]) for i in record["prefills"]}
-            waiting = sorted([s for s in waiting if id(s) not in admitted]
-                             + [seqs[i] for i in record["preempted"]], key=lambda s: order[id(s)])
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # noqa: BLE001 - e.g. a block not reserved for a decode
-            steps.append({"error": describe_error(error), "after": "appending the step's tokens"})
-            break
-    return steps
-
-
 def compare(case: Case, expected, got):
     if not isinstance(got, list):
         return Mismatch("the whole case", "a list of steps", short(got))
@@ -159,39 +92,100 @@ def workload(seed: int, *, count: int, prompt: tuple[int, int], new: tuple[int, 
             "max_num_seqs": max_num_seqs, "requests": requests}
 
 
-def _requests(*specs: tuple[int, int, int]) -> list[dict]:
-    """(arrival, prompt length, new tokens) per request, ids 1, 2, ... in that order."""
-    return [{"seq_id": i, "arrival": a, "prompt": list(range(10, 10 + n)), "max_new_tokens": m}
-            for i, (a, n, m) in enumerate(specs, start=1)]
+def _trace(data: dict) -> list[dict]:
+    return run_schedule({"schedule_step": reference_schedule_step}, data)
+
+
+def _preemptions(data: dict) -> int:
+    return sum(1 for step in _trace(data) if step.get("preempted"))
+
+
+def _fcfs(data: dict) -> bool:
+    """No preemption, and some request had to wait for blocks while the batch had room."""
+    trace = _trace(data)
+    arrived = sum(1 for r in data["requests"] if r["arrival"] == 0)
+    return not any(s.get("preempted") for s in trace) and len(trace[0].get("prefills", [])) < arrived
+
+
+def _capped(data: dict) -> bool:
+    return not _preemptions(data) and any(
+        len(s.get("prefills", [])) + len(s.get("decodes", [])) == data["max_num_seqs"]
+        and len(s.get("prefills", [])) for s in _trace(data)[1:])
+
+
+def _admits_after_preempting(running, waiting, bm, max_num_seqs):
+    """The typical mistake of case 4: admitting waiting requests in a step that preempted."""
+    prefills, decodes, preempted = reference_schedule_step(running, waiting, bm, max_num_seqs)
+    for seq in waiting if preempted else []:
+        if len(decodes) + len(prefills) >= max_num_seqs or not bm.can_allocate(seq):
+            break
+        bm.allocate(seq)
+        prefills.append(seq)
+    return prefills, decodes, preempted
+
+
+def _admission_matters(data: dict) -> bool:
+    return _trace(data) != run_schedule({"schedule_step": _admits_after_preempting}, data)
+
+
+def _watermarked(data: dict) -> bool:
+    return _trace(data) != _trace({**data, "watermark": 0.0})
+
+
+def _drawn(seed: int, index: int, draw, wanted) -> dict:
+    """A workload from ``draw(rng)`` that shows what the case is about (``wanted``)."""
+    rng = random.Random(f"ex05:{seed}:{index}")
+    for _ in range(200):
+        data = draw(rng)
+        if wanted(data):
+            return data
+    raise RuntimeError(f"no workload for ex05 case {index} with seed {seed}")   # never seen
+
+
+def _requests(rng: random.Random, count: int, arrivals: int, prompt: tuple[int, int],
+              new: tuple[int, int], block_size: int = 4, whole_blocks: bool = False) -> list[dict]:
+    ids = sorted(rng.sample(range(1, 1000), count))
+    requests = []
+    for seq_id, arrival in zip(ids, sorted(rng.randint(0, arrivals) for _ in range(count))):
+        length = rng.randint(*prompt) * (block_size if whole_blocks else 1)
+        requests.append({"seq_id": seq_id, "arrival": arrival, "max_new_tokens": rng.randint(*new),
+                         "prompt": [rng.randrange(50) for _ in range(length)]})
+    return requests
 
 
 def cases(seed: int) -> list[Case]:
     def plan(num_blocks, requests, max_num_seqs=8, watermark=0.0, block_size=4):
         return {"num_blocks": num_blocks, "block_size": block_size, "watermark": watermark,
                 "max_num_seqs": max_num_seqs, "requests": requests}
+    first_come = _drawn(seed, 0, lambda r: plan(r.randint(4, 8), _requests(r, 4, 1, (2, 9), (1, 3))),
+                        _fcfs)
+    capped = _drawn(seed, 1, lambda r: plan(40, _requests(r, r.randint(4, 6), 0, (1, 4), (2, 4)),
+                                            max_num_seqs=r.randint(2, 3)), _capped)
+    preempt = _drawn(seed, 2, lambda r: plan(r.randint(3, 5), _requests(
+        r, r.randint(2, 3), 0, (1, 1), (4, 7), whole_blocks=True)), lambda d: _preemptions(d) > 0)
+    no_admit = _drawn(seed, 3, lambda r: plan(r.randint(4, 6), _requests(r, 4, 3, (2, 8), (2, 6))),
+                      _admission_matters)
+    watermark = _drawn(seed, 4, lambda r: plan(r.randint(9, 12), _requests(r, 3, 0, (4, 8), (2, 3)),
+                                               watermark=r.choice([0.2, 0.3, 0.4])), _watermarked)
     return [
         Case("waiting requests are admitted first come, first served, while blocks last",
              "Admit from the front of waiting while blocks_needed(seq) (plus one if its next "
              "token starts a new block) fits in the free blocks not reserved; stop at the "
-             "first that does not fit.", "run",
-             plan(6, _requests((0, 6, 2), (0, 7, 2), (0, 3, 2), (1, 2, 1)))),
+             "first that does not fit.", "run_schedule", first_come),
         Case("max_num_seqs caps the batch",
-             "Never schedule more than max_num_seqs sequences in one step.", "run",
-             plan(20, _requests((0, 2, 3), (0, 2, 3), (0, 2, 3), (0, 2, 3)), max_num_seqs=2)),
+             "Never schedule more than max_num_seqs sequences in one step.", "run_schedule", capped),
         Case("a running sequence that needs a block preempts the newest one",
              "Running sequences go oldest first; one whose next token needs a new block "
              "reserves it, and when none is left, the newest running sequence is freed "
-             "(recompute) and goes back to waiting.", "run",
-             plan(4, _requests((0, 4, 5), (0, 4, 5)))),
+             "(recompute) and goes back to waiting.", "run_schedule", preempt),
         Case("nothing is admitted in a step that preempted",
-             "After a preemption the pool is short: admit no waiting request in that step.", "run",
-             plan(4, _requests((0, 2, 3), (1, 8, 6), (2, 5, 2), (3, 2, 3)))),
+             "After a preemption the pool is short: admit no waiting request in that step.",
+             "run_schedule", no_admit),
         Case("the watermark keeps blocks back for running sequences",
              "Admission leaves block_manager.watermark_blocks free (growth of running "
-             "sequences may use them).", "run",
-             plan(10, _requests((0, 8, 3), (0, 8, 3), (0, 4, 3)), watermark=0.3)),
+             "sequences may use them).", "run_schedule", watermark),
         Case(f"random arrivals (seed {seed})",
-             "A busy server: preemptions, re-admissions and a full batch.", "run",
+             "A busy server: preemptions, re-admissions and a full batch.", "run_schedule",
              workload(seed, count=10, prompt=(1, 9), new=(1, 8), spread=6, num_blocks=9,
                       max_num_seqs=4)),
     ]

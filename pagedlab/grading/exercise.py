@@ -1,15 +1,17 @@
 """What an exercise is to the grader: the names it needs, its cases, and its reference.
 
 Each ``exNN`` module defines ``EXERCISE`` (an :class:`Exercise`), ``cases(seed)`` (the inputs the
-grader chose, as :class:`Case` objects), ``reference()`` (pagedlab's own answer, run only in the
-trusted grader process) and ``compare(case, expected, got)`` (the judge). A case's ``driver`` is a
-function in the same module that feeds the case's inputs to the learner's objects and returns
-plain JSON observations; the grader runs it on the reference too, and compares the two.
+grader chose, as :class:`Case` objects, every one drawn from the seed), ``reference()``
+(pagedlab's own answer, run only in the trusted grader process) and ``compare(case, expected,
+got)`` (the judge). A case's ``driver`` names a function of :mod:`.drivers` that feeds the
+case's inputs to the learner's objects and returns plain JSON observations; the grader runs it
+on the reference too, and compares the two. ``check()`` shows the cases of ``seed=0``; a
+graded run never uses seed 0.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
 from typing import Any
@@ -38,7 +40,7 @@ class Case:
 
     name: str
     hint: str             # shown when the case fails: what to look at
-    driver: str           # name of the driver function in the exercise module
+    driver: str           # name of the driver function in drivers.DRIVERS
     data: Any             # JSON-ready inputs
 
 
@@ -47,16 +49,13 @@ class Exercise:
     """An exercise's contract with the grader.
 
     ``names``: keyword of ``check`` -> variable the notebook defines (``{"BlockManager":
-    "MyBlockManager"}``). ``forbidden``: pagedlab objects that *are* the answer (module ->
-    names); handing them in, wrapping them or calling them counts as not solved.
-    ``preload``: modules the grader imports before the learner's code runs.
+    "MyBlockManager"}``). What the sandbox may import instead of writing it is decided by
+    :mod:`.learner_copy`, not here.
     """
 
     id: str
     title: str
     names: dict[str, str]
-    forbidden: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    preload: tuple[str, ...] = ()
     case_timeout: float = 10.0     # seconds per case (``--timeout`` overrides)
 
 

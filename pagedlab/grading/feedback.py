@@ -1,22 +1,23 @@
-"""``pagedlab.check``: the grader's cases, run right in the learner's notebook.
+"""``pagedlab.check``: the exercise's public cases, run right in the learner's notebook.
 
-It runs the learner's code in this process (it is the learner's own kernel), judges it against
-pagedlab's reference exactly as ``pagedlab grade`` does, and returns a :class:`Report` that
-Jupyter shows as a table. See the check cell at the end of every exercise notebook.
+It is the learner's own feedback, in the learner's own kernel, and it polices nothing: nothing
+stops a notebook from handing pagedlab's own answer to ``check`` and seeing it pass. The judge
+is ``pagedlab grade``, which runs each submission in a sandbox without pagedlab's answer, on
+cases drawn afresh for every run (these are the cases of seed 0). See the check cell at the end
+of every exercise notebook.
 """
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 
 from . import judge
+from .drivers import DRIVERS
 from .exercise import load, root_error, short
 from .report import Report
-from .reuse import forbidden_codes, static_reuse
 
-CHECK_SEED = 0   # check() uses fixed random cases; the grader draws a fresh seed
+CHECK_SEED = 0   # check() shows the cases of seed 0; pagedlab grade never uses it
 
 
 class CaseTimeout(KeyboardInterrupt):
@@ -46,27 +47,12 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-@contextmanager
-def _watch_calls(codes: dict, used: list[str]):
-    """Note every call into a forbidden pagedlab function while the block runs."""
-    previous = sys.getprofile()
-
-    def profile(frame, event, arg):
-        if event == "call" and frame.f_code in codes and codes[frame.f_code] not in used:
-            used.append(codes[frame.f_code])
-
-    sys.setprofile(profile)
-    try:
-        yield
-    finally:
-        sys.setprofile(previous)
-
-
 def check(exercise: str, /, *positional, **objects) -> Report:
     """Run an exercise's cases on your code: ``check("ex01", BlockManager=MyBlockManager)``.
 
     Returns a report (a table in Jupyter): each case passed or failed, with what was expected,
-    what came back and a hint.
+    what came back and a hint. This is feedback for you, not the grade: ``pagedlab grade`` runs
+    other cases, in a sandbox where pagedlab's own answer is not available.
     """
     module = load(exercise)
     spec = module.EXERCISE
@@ -82,16 +68,15 @@ def check(exercise: str, /, *positional, **objects) -> Report:
                            f"unknown {', '.join(unknown)}"))
     cases = module.cases(CHECK_SEED)
     expected = judge.expected_outputs(module, cases)
-    reuse = static_reuse(objects, spec)
-    codes = forbidden_codes(spec)
+    if hasattr(module, "check_objects"):
+        objects = module.check_objects(objects)
     outcomes = []
     for case in cases:
-        used: list[str] = []
-        outcome = {"reuse": list(reuse)}
+        outcome: dict = {}
         expired: list[bool] = []
         try:
-            with _time_limit(spec.case_timeout) as expired, _watch_calls(codes, used):
-                outcome.update(status="ok", output=getattr(module, case.driver)(objects, case.data))
+            with _time_limit(spec.case_timeout) as expired:
+                outcome.update(status="ok", output=DRIVERS[case.driver](objects, case.data))
         except CaseTimeout as error:
             outcome.update(status="timed out", detail=str(error))
         except KeyboardInterrupt:
@@ -103,6 +88,6 @@ def check(exercise: str, /, *positional, **objects) -> Report:
             outcome.update(status="raised", detail=f"{type(error).__name__}: {short(str(error), 300)}")
         if expired and outcome["status"] == "ok":   # the learner's code swallowed the timeout
             outcome.update(status="timed out", detail=f"did not finish in {spec.case_timeout:g} s")
-        outcome["reuse"] += [f"called pagedlab's own {name}" for name in used]
         outcomes.append(outcome)
-    return judge.report(module, cases, expected, outcomes)
+    return judge.report(module, cases, expected, outcomes, notes=[
+        "self-check on the public cases (seed 0); pagedlab grade judges new ones, in a sandbox"])

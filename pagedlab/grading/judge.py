@@ -8,30 +8,38 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .exercise import Case, as_json, short
+from .drivers import DRIVERS
+from .exercise import Case, as_json, exercise_ids, short
 from .report import CaseResult, Report
+
+__all__ = ["NOT_RUN", "NotSolved", "exercise_ids", "expected_outputs", "verdict", "report"]
 
 # What a case's outcome can be, besides "ok" with observations.
 NOT_RUN = "not run"
 
 
+class NotSolved(Exception):
+    """The grader sees, without running anything, that the notebook does not answer the
+    exercise (e.g. ex07's wrapper never launches the kernel). ``where`` names the part."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(message)
+        self.where = where
+
+
 def expected_outputs(module: ModuleType, cases: list[Case]) -> list[Any]:
     """The reference's observations for every case (run here, never in the sandbox)."""
     objects = module.reference()
-    return [as_json(getattr(module, case.driver)(objects, case.data)) for case in cases]
+    driver = getattr(module, "REFERENCE_DRIVER", None)
+    return [as_json(DRIVERS[driver or case.driver](objects, case.data)) for case in cases]
 
 
 def verdict(module: ModuleType, case: Case, expected: Any, outcome: dict) -> CaseResult:
     """Judge one case. ``outcome``: {"status": "ok", "output": ...} or {"status": <why not>,
-    "detail": ...}; ``reuse`` lists reasons the case used pagedlab's own answer."""
+    "detail": ..., "where": ...}."""
     result = CaseResult(case.name, passed=False, hint=case.hint)
-    reuse = outcome.get("reuse") or []
-    if reuse:
-        result.where, result.expected = "the answer", "your own implementation"
-        result.got = "; ".join(reuse)
-        result.hint = "Reusing pagedlab's reference does not count as solving the exercise."
-        return result
     if outcome.get("status") != "ok":
+        result.where = str(outcome.get("where", ""))
         result.expected = "the case to run to the end"
         result.got = f"{outcome.get('status')}: {outcome.get('detail', '')}".rstrip(": ")
         return result

@@ -2,7 +2,9 @@
 
 The Colab install cell and the ``check`` cells are skipped (the grader judges on its own), and
 in a cell that is not plain Python, IPython-only lines (``%magic``, ``!shell``) become ``pass``.
-A notebook of any odd shape is read into plain cells or refused with a ``NotebookError``.
+A notebook of any odd shape is read into plain cells or refused with a ``NotebookError``; one
+too big to grade (``MAX_BYTES``, ``MAX_CELL_LINES``) with a ``NotebookTooBig``. Everything here
+takes time linear in the notebook's size (the patterns match within one line, never across).
 """
 from __future__ import annotations
 
@@ -14,18 +16,29 @@ from pathlib import Path
 from .exercise import EXERCISE_MODULES
 
 INSTALL_MARKER = "# pagedlab install cell"   # pagedlab.tools.course.INSTALL_MARKER
-_CHECK_NAME = re.compile(r"^\s*(?:\w+\.)?check\s*\(\s*[\"'](ex\d\d)[\"']", re.M)
-_MAGIC = re.compile(r"^(\s*)(?:%{1,2}[A-Za-z]|!(?!=)).*$", re.M)  # not "% x" or "!= x"
+# [ \t]*, not \s*: \s also matches newlines, and a cell of blank lines then made these quadratic.
+_CHECK_NAME = re.compile(r"^[ \t]*(?:\w+\.)?check[ \t]*\([ \t]*[\"'](ex\d\d)[\"']", re.M)
+_MAGIC = re.compile(r"^([ \t]*)(?:%{1,2}[A-Za-z]|!(?!=)).*$", re.M)  # not "% x" or "!= x"
+MAX_BYTES = 4 << 20          # a notebook file larger than this is not graded
+MAX_CELL_LINES = 5_000       # nor one with a code cell longer than this (ours are under 100)
 
 
 class NotebookError(ValueError):
     """The file is not a notebook the grader can read."""
 
 
+class NotebookTooBig(NotebookError):
+    """The notebook is over a size limit: it gets a zero with this reason, unread."""
+
+
 def read(path: str | Path) -> dict:
     """The notebook as plain dicts: metadata, and cells each with a type, a source string and
     a list of string tags (whatever odd shapes the file had)."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            raise NotebookTooBig(f"{path}: {size:,} bytes, over the grader's limit of "
+                                 f"{MAX_BYTES:,}: clear the outputs (Edit > Clear All Outputs)")
         notebook = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise NotebookError(f"{path}: not a readable .ipynb notebook ({error})") from None
@@ -38,7 +51,11 @@ def read(path: str | Path) -> dict:
             continue
         cell_meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
         tags = cell_meta.get("tags") if isinstance(cell_meta.get("tags"), list) else []
-        cells.append({"cell_type": cell.get("cell_type"), "source": source(cell),
+        text = source(cell)
+        if cell.get("cell_type") == "code" and text.count("\n") >= MAX_CELL_LINES:
+            raise NotebookTooBig(f"{path}: cell {len(cells)} has {text.count(chr(10)) + 1:,} lines, "
+                                 f"over the grader's limit of {MAX_CELL_LINES:,}: split or shorten it")
+        cells.append({"cell_type": cell.get("cell_type"), "source": text,
                       "metadata": {"tags": [tag for tag in tags if isinstance(tag, str)]}})
     return {"metadata": metadata if isinstance(metadata, dict) else {}, "cells": cells}
 

@@ -44,6 +44,7 @@ class Report:
     notes: list[str] = field(default_factory=list)   # e.g. cells that raised, output truncated
     output: str = ""                  # what the submission printed (capped)
     seconds: float = 0.0
+    isolation: str = ""               # how pagedlab grade kept it apart ("" for check())
 
     @property
     def score(self) -> float:
@@ -74,6 +75,8 @@ class Report:
                         lines += textwrap.wrap(text, width=96, initial_indent=f"      {key:<8} ",
                                                subsequent_indent=" " * 15)
         lines += [f"  note: {note}" for note in self.notes]
+        if self.isolation == "none":
+            lines.append("  note: NOT ISOLATED: this notebook ran as the grader's own user")
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -1,221 +1,200 @@
-"""Grade one submitted notebook in a sandbox process, judging its observations here.
+"""Grade one submitted notebook: inputs chosen here, code run in a sandbox, outputs judged here.
 
-The parent (this module) chooses every input, computes the reference's observations itself,
-and starts ``python -m pagedlab.grading.sandbox`` with a private pipe for results. It watches
-the child with wall-clock deadlines: the notebook's own code gets ``setup_timeout``, each case
-``case_timeout``. A case that hangs or kills the process fails alone: the child is killed and a
-fresh one resumes with the next case. Output is captured and truncated; the learner's stdout
-never carries results, and frames on the private pipe must carry this run's nonce.
+The grader draws every case from a fresh seed, computes the reference's observations itself,
+and hands the sandbox (:mod:`.sandbox`) only the notebook's code and the case inputs. It watches
+with wall-clock deadlines: the notebook's own code gets ``setup_timeout`` *in all* (a restart
+does not get a fresh one), each case ``case_timeout``, and nothing the sandbox prints extends
+them. A case that hangs or ends the process fails alone: the process is killed and a fresh one
+goes on with the next case. See the threat model in :mod:`.command`.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
 import signal
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import judge, notebook
+from .channel import Lines
 from .exercise import load
-from .report import Report
-from .channel import Frames, Tampered
+from .report import CaseResult, Report
+
 
 @dataclass
 class Limits:
     """Limits for one submission. ``case_timeout=None`` uses the exercise's own."""
 
     case_timeout: float | None = None
-    setup_timeout: float = 120.0      # the notebook's code: imports, definitions, demos
+    setup_timeout: float = 120.0      # the notebook's code, over all restarts
     memory_mb: int = 4096
     cpu_seconds: int = 900
-    output_bytes: int = 20_000       # of stdout + stderr kept for the report
+    output_bytes: int = 20_000       # of what the notebook prints, kept for the report
     file_mb: int = 64
-
-
-class _Capture(threading.Thread):
-    """Drain a pipe, keeping the first ``limit`` bytes and counting the rest."""
-
-    def __init__(self, stream, limit: int):
-        super().__init__(daemon=True)
-        self.stream, self.limit, self.kept, self.total = stream, limit, bytearray(), 0
-        self.start()
-
-    def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read1(65536), b""):
-            self.total += len(chunk)
-            if len(self.kept) < self.limit:
-                self.kept += chunk[:self.limit - len(self.kept)]
-
-
-def _child_env(workdir: str) -> dict:
-    package_root = str(Path(__file__).resolve().parent.parent.parent)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "TMPDIR": workdir,
-           "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PAGEDLAB_PROGRESS": "0",
-           "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": package_root}
-    if "TRITON_INTERPRET" in os.environ:
-        env["TRITON_INTERPRET"] = os.environ["TRITON_INTERPRET"]
-    return env
-
-
-def _kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
+    open_files: int = 256
+    processes: int = 256             # per uid: only where the submission has a uid of its own
 
 
 def _exit_reason(code: int | None) -> str:
     if code is None:
-        return "the process is still running"
+        return "the process closed its results pipe"
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
         return f"the process was killed by {name} (a crash, or a resource limit)"
     return f"the process exited with status {code} (sys.exit/os._exit or a crash)"
 
 
+def refused(path: Path, reason: str, exercise_id: str, started: float, isolation: str) -> Report:
+    """A zero for every case of the exercise, with the reason (e.g. a notebook over a limit)."""
+    module = load(exercise_id)
+    results = [CaseResult(case.name, passed=False, expected="a notebook the grader can read",
+                          got=reason) for case in module.cases(0)]
+    return Report(module.EXERCISE.id, module.EXERCISE.title, results, source=str(path),
+                  notes=[reason], seconds=time.monotonic() - started, isolation=isolation)
+
+
 def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | None = None,
-                   python: str = sys.executable) -> Report:
-    """Grade one notebook; never raises for anything the submission does."""
-    limits = limits or Limits()
-    started = time.monotonic()
-    data = notebook.read(path)
+                   sandbox=None) -> Report:
+    """Grade one notebook; never raises for anything the submission does.
+
+    ``sandbox``: the run's :class:`~.sandbox.Sandbox`; without one, a sandbox of the best
+    isolation this machine has is made for this notebook alone."""
+    if sandbox is None:
+        from .isolation import open_sandbox
+        with open_sandbox("auto", [Path(path)], quiet=True) as own:
+            return grade_notebook(path, limits, seed, own)
+    limits, path, started = limits or Limits(), Path(path), time.monotonic()
+    try:
+        data = notebook.read(path)
+    except notebook.NotebookTooBig as error:
+        exercise_id = path.name[:4] if path.name[:4] in judge.exercise_ids() else None
+        if exercise_id is None:
+            raise
+        return refused(path, str(error), exercise_id, started, sandbox.mode)
     module = load(notebook.exercise_of(path, data))
     exercise = module.EXERCISE
-    seed = random.SystemRandom().randrange(1 << 30) if seed is None else seed
+    seed = random.SystemRandom().randrange(1, 1 << 30) if seed is None else seed
     cases = module.cases(seed)
     expected = judge.expected_outputs(module, cases)
+    try:
+        cells = module.cells(data) if hasattr(module, "cells") else notebook.code_cells(data)
+    except judge.NotSolved as problem:
+        outcomes = [{"status": "not solved", "where": problem.where, "detail": str(problem)}] * len(cases)
+        return judge.report(module, cases, expected, outcomes, source=str(path),
+                            seconds=time.monotonic() - started, isolation=sandbox.mode)
     case_timeout = limits.case_timeout or exercise.case_timeout
     outcomes: dict[int, dict] = {}
     notes: list[str] = []
-    output = bytearray()
-    printed = 0
-    remaining = list(range(len(cases)))
-    cells = notebook.code_cells(data)
-    with tempfile.TemporaryDirectory(prefix="pagedlab-grade-") as workdir:
-        while remaining:
-            nonce = secrets.token_hex(16)
-            job = {"exercise": exercise.id, "cells": cells, "nonce": nonce,
-                   "cases": [{"index": i, "driver": cases[i].driver, "data": cases[i].data}
-                             for i in remaining],
-                   "limits": {"memory_bytes": limits.memory_mb << 20,
-                              "cpu_seconds": limits.cpu_seconds,
-                              "file_bytes": limits.file_mb << 20}}
-            job_path = Path(workdir) / "job.json"
-            job_path.write_text(json.dumps(job), encoding="utf-8")
-            read_fd, write_fd = os.pipe()
-            process = subprocess.Popen(
-                [python, "-s", "-m", "pagedlab.grading.sandbox", str(job_path), str(write_fd)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,), cwd=workdir, env=_child_env(workdir), start_new_session=True)
-            os.close(write_fd)
-            capture = _Capture(process.stdout, max(0, limits.output_bytes - len(output)))
-            try:
-                remaining = _watch(Frames(read_fd, nonce), process, remaining, outcomes, notes,
-                                   limits.setup_timeout, case_timeout)
-            finally:
-                os.close(read_fd)
-                _kill(process)
-                capture.join(timeout=5)
-                output += capture.kept
-                printed += capture.total
+    output, printed, dropped = bytearray(), 0, 0
+    setup_left, remaining = limits.setup_timeout, list(range(len(cases)))
+    uid = sandbox.allocate_uid()
+    while remaining:
+        workdir = sandbox.workdir(uid)
+        process = sandbox.start(exercise.id, uid, workdir)
+        job = {"kind": "cells", "uid": uid, "cells": cells, "names": _names(module),
+               "cases": [{"index": i, "driver": cases[i].driver, "data": cases[i].data}
+                         for i in remaining],
+               "limits": {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds,
+                          "file_bytes": limits.file_mb << 20, "open_files": limits.open_files,
+                          "processes": limits.processes if uid in sandbox.uids else None}}
+        lines = Lines(process.stdout, process.stderr, max(0, limits.output_bytes - len(output)))
+        try:
+            _send(process, job)
+            remaining, used = _watch(lines, process, remaining, outcomes, notes, setup_left,
+                                     case_timeout)
+            setup_left = max(0.0, setup_left - used)
+        finally:
+            sandbox.finish(process, uid, workdir)
+            output += lines.output
+            printed, dropped = printed + lines.printed, dropped + lines.dropped
     if printed > len(output):
         notes.append(f"the notebook printed {printed:,} bytes; the report keeps the first "
                      f"{len(output):,}")
-    notes = list(dict.fromkeys(notes))   # a restarted sandbox repeats its setup notes
+    if dropped:
+        notes.append(f"{dropped} line(s) on the results pipe were not the grader's JSON (ignored)")
     ordered = [outcomes.get(i, {"status": judge.NOT_RUN}) for i in range(len(cases))]
-    return judge.report(module, cases, expected, ordered, source=str(path), notes=notes,
-                        output=output.decode("utf-8", "replace"),
-                        seconds=time.monotonic() - started)
+    return judge.report(module, cases, expected, ordered, source=str(path),
+                        notes=list(dict.fromkeys(notes)), output=output.decode("utf-8", "replace"),
+                        seconds=time.monotonic() - started, isolation=sandbox.mode)
 
 
-def _strings(message: dict, key: str) -> list[str]:
-    """A list of strings from a sandbox message; anything else means the channel was forged."""
-    value = message.get(key, [])
-    if not isinstance(value, list) or len(value) > 1000:
-        raise Tampered(f"a {key!r} field that is not a list of texts")
-    return [str(item)[:2000] for item in value]
+def _names(module) -> dict:
+    return getattr(module, "SANDBOX_NAMES", module.EXERCISE.names)
 
 
-def _watch(frames: Frames, process: subprocess.Popen, remaining: list[int],
-           outcomes: dict[int, dict], notes: list[str], setup_timeout: float,
-           case_timeout: float) -> list[int]:
-    """Follow one sandbox run; returns the cases still to run in a fresh sandbox."""
-
-    def fail_all(status: str, detail: str, reuse: list[str] | None = None) -> list[int]:
-        for i in remaining:
-            outcomes.setdefault(i, {"status": status, "detail": detail, "reuse": reuse or []})
-        return []
-
-    current, violations = None, []
-    deadline = time.monotonic() + setup_timeout
-    ready = False
+def _send(process: subprocess.Popen, job: dict) -> None:
     try:
-        while True:
-            try:
-                message = frames.next(deadline)
-            except TimeoutError:
-                if current is None:
-                    return fail_all("timed out", f"the notebook's code did not finish in "
-                                    f"{setup_timeout:g} s, so no case could run")
-                outcomes[current] = {"status": "timed out", "reuse": violations,
-                                     "detail": f"did not finish in {case_timeout:g} s (an endless loop?)"}
-                notes.append(f"case {current + 1} timed out; the sandbox was restarted for the rest")
-                return [i for i in remaining if i > current]
-            if message is None:   # the sandbox ended without saying "done"
-                reason = _exit_reason(process.wait(timeout=10))
-                if not ready:
-                    return fail_all("crashed", f"{reason} while running the notebook's code")
-                if current is not None:
-                    outcomes[current] = {"status": "crashed", "detail": reason, "reuse": violations}
-                    notes.append(f"case {current + 1} ended the sandbox; it was restarted for the rest")
-                    return [i for i in remaining if i > current]
-                return fail_all("crashed", reason)
-            kind = message.get("type")
-            if kind == "violation":
-                text = str(message.get("text"))
-                if current is None:
-                    notes.append(f"while the notebook's code ran, it {text} (switched off while "
-                                 "grading)")
-                    if "changed pagedlab" in text:
-                        violations.append(text)
-                else:
-                    violations.append(text)
-            elif kind == "ready" and not ready:
-                ready = True
-                notes += _strings(message, "notes")
-                missing = _strings(message, "missing")
-                if missing:
-                    cause = next((n for n in notes if "raised" in n), "")
-                    return fail_all("not defined", f"the notebook defines no {', '.join(missing)}"
-                                    + (f" ({cause})" if cause else ""))
-                reuse = _strings(message, "reuse") + violations
-                if reuse:
-                    return fail_all("reused", "", reuse)
-            elif kind == "start" and ready and message.get("index") in remaining \
-                    and message.get("index") not in outcomes and current is None:
-                current = message["index"]
-                deadline = time.monotonic() + case_timeout
-                violations = [v for v in violations if "changed pagedlab" in v]
-            elif kind == "case" and message.get("index") == current:
-                outcomes[current] = {"status": message.get("status"), "output": message.get("output"),
-                                     "detail": message.get("detail", ""), "reuse": violations}
-                current, violations = None, [v for v in violations if "changed pagedlab" in v]
-            elif kind == "done" and ready and current is None:
-                return fail_all(judge.NOT_RUN, "the sandbox stopped before this case")
-            else:
-                raise Tampered(f"an unexpected {kind!r} message")
-    except Tampered as error:
+        process.stdin.write(json.dumps(job).encode())
+        process.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass   # it died already: _watch reports why
+
+
+def _texts(value, limit: int = 50) -> list[str]:
+    return [str(item)[:2000] for item in value[:limit]] if isinstance(value, list) else []
+
+
+def _watch(lines: Lines, process, remaining: list[int], outcomes: dict, notes: list[str],
+           setup_left: float, case_timeout: float) -> tuple[list[int], float]:
+    """Follow one sandbox process. Returns the cases left for a fresh one, and the setup time
+    it used."""
+    started = time.monotonic()
+    hard = started + setup_left + case_timeout * len(remaining)
+    deadline, ready, current = started + setup_left, None, None
+
+    def fail(status: str, detail: str) -> list[int]:
         for i in remaining:
-            outcomes[i] = {"status": "tampered",
-                           "detail": f"the grader's private channel carried {error}: results "
-                                     "cannot be trusted", "reuse": []}
-        notes.append(f"the private result channel was tampered with ({error})")
+            outcomes.setdefault(i, {"status": status, "detail": detail})
         return []
+
+    def used() -> float:
+        return (ready or time.monotonic()) - started
+
+    while True:
+        try:
+            message = lines.next(min(deadline, hard))
+        except TimeoutError:
+            if ready is None:
+                return fail("timed out", f"the notebook's code did not finish in the "
+                            f"{setup_left:g} s it had left, so no case could run"), setup_left
+            if current is None:
+                return fail("timed out", "the sandbox stopped answering between cases"), used()
+            outcomes[current] = {"status": "timed out",
+                                 "detail": f"did not finish in {case_timeout:g} s (an endless loop?)"}
+            notes.append(f"case {current + 1} timed out; a fresh sandbox ran the rest")
+            return [i for i in remaining if i > current and i not in outcomes], used()
+        except OverflowError as error:
+            return fail("flooded", f"the sandbox sent {error}"), used()
+        if message is None:
+            try:
+                reason = _exit_reason(process.wait(timeout=2))
+            except subprocess.TimeoutExpired:
+                reason = _exit_reason(None)
+            if ready is None:
+                return fail("crashed", f"{reason} while running the notebook's code"), used()
+            if current is not None:
+                outcomes[current] = {"status": "crashed", "detail": reason}
+                notes.append(f"case {current + 1} ended the sandbox; a fresh one ran the rest")
+                return [i for i in remaining if i > current and i not in outcomes], used()
+            return fail("crashed", reason), used()
+        event = message.get("event")
+        if event == "ready" and ready is None:
+            ready, deadline = time.monotonic(), hard
+            notes += _texts(message.get("notes"))
+            missing = _texts(message.get("missing"))
+            if missing:
+                cause = next((n for n in notes if "raised" in n), "")
+                return fail("not defined", f"the notebook defines no {', '.join(missing)}"
+                            + (f" ({cause})" if cause else "")), used()
+        elif (event == "start" and ready and current is None and message.get("case") in remaining
+              and message.get("case") not in outcomes):
+            current, deadline = message["case"], time.monotonic() + case_timeout
+        elif event == "case" and current is not None and message.get("case") == current:
+            outcomes[current] = {"status": str(message.get("status")), "output": message.get("output"),
+                                 "detail": str(message.get("detail", ""))[:2000]}
+            current, deadline = None, hard
+        elif event == "done" and ready:
+            return fail(judge.NOT_RUN, "the sandbox stopped before this case"), used()
+        # anything else is ignored: it is data from the submission and judges nothing

@@ -1,287 +1,252 @@
-"""The sandbox process: run one submitted notebook's code, feed it the grader's inputs, report.
+"""The boundary: every submission runs in a process the operating system keeps apart.
 
-``python -m pagedlab.grading.sandbox JOB.json FD`` is started by :mod:`pagedlab.grading.runner`,
-one process per notebook. It reports *observations*, never verdicts, as nonce-tagged frames on
-the private pipe ``FD`` (stdout and stderr belong to the learner and are only captured). Before
-the learner's code runs it
+One :class:`Sandbox` serves a whole grading run. Each submission gets an unprivileged uid of its
+own (from ``FIRST_UID``), a private working folder, resource limits, no file descriptor of the
+grader's but its three pipes, and a learner copy of pagedlab (:mod:`.learner_copy`). Modes:
 
-- sets resource limits (CPU time, memory, file size, no core dumps);
-- switches off pagedlab's own answer to this exercise: every method of a forbidden class and
-  every forbidden function is replaced by a *tripwire* that reports the use and raises, however
-  the learner reached it (alias, subclass, wrapper, ``gc``);
-- installs an audit hook (which cannot be removed) that blocks re-reading the forbidden modules'
-  files (loading them under another name, ``inspect.getsource``), patching pagedlab's classes or
-  functions, starting processes, ``ctypes`` and ``gc`` object walks;
-- snapshots pagedlab's module namespaces, to notice any rebinding afterwards.
+- ``namespace`` (bubblewrap): a file system built from the system's and Python's folders only,
+  read-only, with the learner copy and the working folder bound in; pagedlab's real source, the
+  repository (``solutions/``, ``.git``) and the other submissions are not in it. Private /tmp,
+  /dev/shm (size-capped), /proc, no network, and its own process tree, which dies with it.
+- ``uid`` (no namespaces, e.g. a container without CAP_SYS_ADMIN): the uid drop alone; for the
+  run, the grader makes pagedlab's source, ``solutions/``, ``.git`` and the graded paths
+  unreadable to others (``chmod go-rwx``, restored at the end).
+- ``none``: same user as the grader; graded anyway, but reported loudly as not isolated.
+
+After each submission every process of its uid is killed and its files in the shared temporary
+folders are removed. :meth:`Sandbox.probe` checks the boundary at start: a process inside must
+fail to open the reference files.
 """
 from __future__ import annotations
 
-import builtins
-import importlib
-import importlib.util
-import inspect
-import json
-import linecache
 import os
+import pwd
+import shutil
+import signal
+import subprocess
 import sys
-import traceback
-from types import FunctionType
+import tempfile
+import time
+from pathlib import Path
 
-from .channel import Channel
-from .exercise import root_error
+from . import learner_copy
 
-CHANNEL_FD = 250            # where the channel is moved, away from the fds a learner opens first
-
-
-class ReferenceUnavailable(RuntimeError):
-    """pagedlab's own answer to the exercise being graded was used."""
-
-
-def _limit_resources(limits: dict) -> None:
-    import resource
-    for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_CPU", limits.get("cpu_seconds")),
-                        ("RLIMIT_FSIZE", limits.get("file_bytes")),
-                        ("RLIMIT_AS", limits.get("memory_bytes"))):
-        if value is not None and hasattr(resource, name):
-            try:
-                resource.setrlimit(getattr(resource, name), (value, value))
-            except (ValueError, OSError):
-                pass  # a platform that refuses a limit still has the grader's wall-clock watchdog
+MODES = ("auto", "namespace", "uid", "none")
+FIRST_UID, UID_COUNT = 61000, 1000
+HOME = "/home/student"               # the working folder, as a namespace sandbox sees it
+SHARED_TEMP = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
+HERE = Path(__file__).resolve().parent
 
 
-class Guard:
-    """Tripwires, the audit hook and the namespace snapshot, reporting through the channel."""
+class IsolationUnavailable(RuntimeError):
+    """The isolation asked for cannot be had on this machine (the message says what to do)."""
 
-    def __init__(self, exercise, channel: Channel):
-        self.exercise, self.channel = exercise, channel
-        self.phase = "setup"               # "setup" | "case N" | "grader"
-        self.violations: list[str] = []    # uses of the reference and tampering, this phase
-        self.blocked_files: set[str] = set()
-        self.snapshot: dict[str, dict[str, int]] = {}
-        self.protected: set[int] = set()   # ids of pagedlab's classes and functions at arm time
 
-    # -- tripwires --
-    def arm(self) -> None:
-        # No new processes: the raw fork/exec that subprocess uses raises no audit event, so
-        # take it away (a process in a session of its own would outlive the sandbox).
-        sys.modules.pop("_posixsubprocess", None)
-        subprocess_module = sys.modules.get("subprocess")
-        for name in ("_posixsubprocess", "_fork_exec"):
-            if subprocess_module is not None and hasattr(subprocess_module, name):
-                setattr(subprocess_module, name, None)
-        for module_name, names in self.exercise.forbidden.items():
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:   # not importable here, so not usable either
+def _free_uids() -> list[int]:
+    taken = {entry.pw_uid for entry in pwd.getpwall()}
+    return [uid for uid in range(FIRST_UID, FIRST_UID + UID_COUNT) if uid not in taken]
+
+
+class Sandbox:
+    """Starts sandbox processes for one grading run; :meth:`close` undoes everything."""
+
+    def __init__(self, mode: str, graded: list[Path] = ()):
+        self.mode, self.graded = mode, [Path(p).resolve() for p in graded]
+        self.root = Path(tempfile.mkdtemp(prefix="pagedlab-grade-"))
+        os.chmod(self.root, 0o711)            # others may pass through, not list
+        self.bin = self.root / "bin"
+        self.bin.mkdir(mode=0o755)
+        for name in ("child.py", "drivers.py"):
+            shutil.copyfile(HERE / name, self.bin / name)
+            os.chmod(self.bin / name, 0o644)
+        self.libs: dict[str, Path] = {}
+        self.uids = _free_uids() if os.geteuid() == 0 else []
+        self.next_uid, self.used_uids = 0, set()
+        self.locked: list[tuple[Path, int]] = []
+        if mode == "uid":
+            self._lock()
+
+    # -- what a submission may see --
+    def lib(self, exercise: str) -> Path:
+        if exercise not in self.libs:
+            self.libs[exercise] = learner_copy.build(exercise, self.root / f"lib-{exercise}")
+        return self.libs[exercise]
+
+    def secrets(self) -> list[Path]:
+        """Files a submission must not open: the reference, the solutions, the repository."""
+        folders = learner_copy.source_folders()
+        package = folders.get("")
+        paths = [package / "blocks.py", package / "attention.py", package / "grading" / "ex05.py"]
+        if "kernels" in folders:
+            paths.append(folders["kernels"] / "paged_attention.py")
+        repository = package.parent
+        paths += sorted((repository / "solutions").glob("ex*.ipynb"))[:2]
+        paths += [repository / ".git" / "HEAD", *self.graded[:3], Path(f"/proc/{os.getpid()}/environ")]
+        return [p for p in paths if p.exists()]
+
+    def _lock(self) -> None:
+        folders = learner_copy.source_folders()
+        repository = folders[""].parent
+        paths = [*folders.values(), *self.graded]
+        if (repository / "solutions").is_dir():
+            paths += [repository / name for name in ("solutions", ".git", "build")]
+        for path in paths:
+            if path.exists() and not path.is_symlink():
+                mode = path.stat().st_mode & 0o7777
+                self.locked.append((path, mode))
+                os.chmod(path, mode & ~0o077)
+
+    # -- one process --
+    def allocate_uid(self) -> int:
+        if self.mode == "none" or not self.uids:
+            return os.getuid()
+        uid = self.uids[self.next_uid % len(self.uids)]
+        self.next_uid += 1
+        self.used_uids.add(uid)
+        self.sweep(uid)
+        return uid
+
+    def workdir(self, uid: int) -> Path:
+        path = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
+        os.chown(path, uid, uid) if uid != os.getuid() else None
+        os.chmod(path, 0o700)
+        return path
+
+    def start(self, exercise: str, uid: int, workdir: Path) -> subprocess.Popen:
+        """A sandbox process for ``exercise``, waiting for its job on stdin."""
+        lib = self.lib(exercise)
+        inside = self.mode == "namespace"
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "USER": "student",
+               "LOGNAME": "student", "HOME": HOME if inside else str(workdir),
+               "TMPDIR": "/tmp" if inside else str(workdir),
+               "PYTHONPATH": "/grader/lib" if inside else str(lib),
+               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "PAGEDLAB_PROGRESS": "0",
+               "OMP_NUM_THREADS": "1", "TRITON_CACHE_DIR": f"{HOME if inside else workdir}/.triton"}
+        if "TRITON_INTERPRET" in os.environ:
+            env["TRITON_INTERPRET"] = os.environ["TRITON_INTERPRET"]
+        child = "/grader/bin/child.py" if inside else str(self.bin / "child.py")
+        argv = [sys.executable, "-s", "-B", child]
+        options = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, start_new_session=True, close_fds=True)
+        if inside:
+            argv = self._bwrap(lib, workdir, uid) + argv
+        else:
+            options["cwd"] = workdir
+            if uid != os.getuid():
+                options.update(user=uid, group=uid, extra_groups=[], umask=0o077)
+        return subprocess.Popen(argv, **options)
+
+    def _bwrap(self, lib: Path, workdir: Path, uid: int) -> list[str]:
+        argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                "--die-with-parent", "--new-session"]
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):
+                argv += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                argv += ["--ro-bind", top, top]
+        argv += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        made = set()
+        for folder in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix,
+                              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}):
+            if folder.startswith("/usr/"):
                 continue
-            self._block_file(module)
-            module.__dict__["__pagedlab_tripwire__"] = self.tripped
-            for name in names:
-                self._disarm_object(getattr(module, name), f"{module_name}.{name}")
+            for parent in reversed(Path(folder).parents[:-1]):   # made 0700 by default
+                if str(parent) not in made:
+                    argv += ["--perms", "0755", "--dir", str(parent)]
+                    made.add(str(parent))
+            argv += ["--ro-bind", folder, folder]
+        for real in learner_copy.source_folders().values():   # an installed (non-editable) copy
+            argv += ["--tmpfs", str(real)] if any(
+                str(real).startswith(f + os.sep) for f in (sys.prefix, sys.base_prefix, "/usr")) else []
+        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(256 << 20), "--tmpfs", "/tmp",
+                 "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
+        for device in sorted(Path("/dev").glob("nvidia*")):
+            argv += ["--dev-bind", str(device), str(device)]
+        argv += ["--perms", "0755", "--dir", "/grader", "--perms", "0755", "--dir", "/home",
+                 "--ro-bind", str(lib), "/grader/lib", "--ro-bind", str(self.bin), "/grader/bin",
+                 "--bind", str(workdir), HOME, "--chdir", HOME]
+        if uid != os.getuid():   # root: keep only the right to drop to the submission's uid
+            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            argv += ["--unshare-user"]
+        return argv + ["--"]
 
-    def _block_file(self, module) -> None:
-        path = os.path.realpath(module.__file__)
-        self.blocked_files.add(path)
-        self.blocked_files.add(os.path.realpath(importlib.util.cache_from_source(path)))
-
-    def _disarm_object(self, obj, qualname: str) -> None:
-        if inspect.isclass(obj):
-            for name, value in list(vars(obj).items()):
-                if isinstance(value, property):
-                    setattr(obj, name, property(self._wire(f"{qualname}.{name}")))
-                elif isinstance(value, (staticmethod, classmethod, FunctionType)):
-                    setattr(obj, name, self._wire(f"{qualname}.{name}"))
-        elif isinstance(obj, FunctionType):
-            self._rewire_code(obj, qualname)
-        elif isinstance(getattr(obj, "fn", None), FunctionType):   # a @triton.jit kernel
-            self._rewire_code(obj.fn, qualname)
-            for attr in ("run", "warmup"):
-                if hasattr(obj, attr):
-                    object.__setattr__(obj, attr, self._wire(qualname))
-
-    def _wire(self, qualname: str):
-        tripped = self.tripped
-
-        def tripwire(*args, **kwargs):
-            tripped(qualname)
-        return tripwire
-
-    def _rewire_code(self, function: FunctionType, qualname: str) -> None:
-        """Swap the function's code in place, so every alias of it trips too."""
-        if function.__closure__:
-            return  # only module-level functions are forbidden; leave closures alone
-        text = f"def tripwire(*args, **kwargs):\n    __pagedlab_tripwire__({qualname!r})\n"
-        namespace: dict = {}
-        exec(compile(text, f"<tripwire {qualname}>", "exec"), namespace)
-        function.__code__ = namespace["tripwire"].__code__
-
-    def tripped(self, qualname: str) -> None:
-        self.violation(f"called pagedlab's own {qualname}")
-        raise ReferenceUnavailable(f"pagedlab's own {qualname} is switched off while grading "
-                                   f"{self.exercise.id}: the exercise is to write it yourself")
-
-    def violation(self, text: str) -> None:
-        if text not in self.violations:
-            self.violations.append(text)
-            self.channel.send({"type": "violation", "phase": self.phase, "text": text})
-
-    # -- audit hook --
-    def audit(self, event: str, args: tuple) -> None:
-        if self.phase == "grader":
-            return
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            path = os.fsdecode(args[0])
-            relative_to_a_folder = not os.path.isabs(path) and os.path.basename(path) in {
-                os.path.basename(blocked) for blocked in self.blocked_files}  # e.g. dir_fd=
-            if os.path.realpath(path) in self.blocked_files or relative_to_a_folder:
-                self.violation(f"read pagedlab's own source of the answer ({args[0]})")
-                raise ReferenceUnavailable("reading pagedlab's own answer is switched off while grading")
-        elif event in ("object.__setattr__", "object.__delattr__"):
-            target = args[0]
-            if id(target) in self.protected:
-                self.violation(f"changed pagedlab's {getattr(target, '__qualname__', target)}"
-                               f".{args[1]}")
-                raise PermissionError("changing pagedlab is switched off while grading")
-        elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-                       "os.fork", "os.forkpty", "pty.spawn", "os.kill", "os.killpg",
-                       "signal.pthread_kill", "os.link"):
-            raise PermissionError(f"{event} is switched off while grading: compute in this process")
-        elif event == "import" and args[0] in ("_posixsubprocess", "_ctypes"):
-            raise PermissionError(f"importing {args[0]} is switched off while grading")
-        elif event.startswith("ctypes.") or event in ("gc.get_objects", "gc.get_referrers",
-                                                       "gc.get_referents", "sys._current_frames"):
-            raise PermissionError(f"{event} is switched off while grading")
-
-    # -- module snapshot --
-    def take_snapshot(self) -> None:
-        self.snapshot = {name: self._bindings(module) for name, module in list(sys.modules.items())
-                         if name.split(".")[0] == "pagedlab" and module is not None}
-        for name, bindings in self.snapshot.items():
-            for key in bindings:
-                value = vars(sys.modules[name])[key]
-                if inspect.isclass(value) or isinstance(value, FunctionType):
-                    self.protected.add(id(value))
-                    if inspect.isclass(value):
-                        self.protected.update(id(v) for v in vars(value).values()
-                                              if isinstance(v, FunctionType))
-
-    @staticmethod
-    def _bindings(module) -> dict[str, int]:
-        return {key: id(value) for key, value in vars(module).items()
-                if inspect.isclass(value) or inspect.isroutine(value) or inspect.ismodule(value)}
-
-    def check_snapshot(self) -> None:
-        for name, before in self.snapshot.items():
-            module = sys.modules.get(name)
-            now = self._bindings(module) if module is not None else {}
-            for key, ident in before.items():
-                if now.get(key) != ident:
-                    self.violation(f"changed pagedlab: {name}.{key} was replaced or removed")
-        package = sys.modules.get("pagedlab")
-        for key, where in getattr(package, "_LAZY", {}).items():   # names loaded on first use
-            if key in vars(package):
-                genuine = sys.modules.get(f"pagedlab.{where or key}")
-                if where is not None:
-                    genuine = getattr(genuine, key, None)
-                if vars(package)[key] is not genuine:
-                    self.violation(f"changed pagedlab: pagedlab.{key} was replaced")
-
-
-def describe(error: BaseException, cells: dict[str, str]) -> str:
-    """``Type: message (cell N, line L, in function)``: where in the learner's cells it happened."""
-    error = root_error(error)
-    frames = [(frame.f_code, lineno) for frame, lineno in traceback.walk_tb(error.__traceback__)]
-    where = []
-    mine = [(code, lineno) for code, lineno in frames if code.co_filename in cells]
-    if mine:
-        code, lineno = mine[-1]
-        where.append(f"{code.co_filename[1:-1]}, line {lineno}, in {code.co_name}")
-    if frames and frames[-1][0].co_filename not in cells:
-        code = frames[-1][0]
-        where.append(f"inside {code.co_name} of {os.path.basename(code.co_filename)}")
-    text = f"{type(error).__name__}: {str(error)[:400]}"
-    return text + (f" ({'; '.join(where)})" if where else "")
-
-
-MAX_NOTES = 20
-
-
-def main(argv: list[str]) -> None:
-    job_path, fd = argv[0], int(argv[1])
-    with open(job_path, encoding="utf-8") as file:
-        job = json.load(file)
-    os.unlink(job_path)  # the nonce in it is the channel's secret: the learner's code must not read it
-    os.dup2(fd, CHANNEL_FD, inheritable=False)
-    os.close(fd)
-    channel = Channel(CHANNEL_FD, job["nonce"])
-    _limit_resources(job.get("limits", {}))
-
-    from .exercise import load
-    from .reuse import pagedlab_dirs, reference_fingerprints, static_reuse
-    module = load(job["exercise"])
-    exercise = module.EXERCISE
-    for name in exercise.preload:
-        importlib.import_module(name)
-    references = reference_fingerprints(exercise)  # before the tripwires replace them
-    guard = Guard(exercise, channel)
-    guard.arm()
-    guard.take_snapshot()
-    source_dirs = pagedlab_dirs()
-    sys.addaudithook(guard.audit)
-
-    # -- the learner's cells, in a fresh __main__-like namespace --
-    namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
-    cells: dict[str, str] = {}
-    notes = []
-    for number, text in job["cells"]:
-        filename = f"<cell {number}>"
-        cells[filename] = text
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    def finish(self, process: subprocess.Popen, uid: int, workdir: Path) -> None:
+        """Kill the process and everything it started; remove what it left."""
         try:
-            exec(compile(text, filename, "exec"), namespace)
-        except BaseException as error:  # noqa: BLE001 - SystemExit and all: keep grading
-            notes.append(f"cell {number} raised {describe(error, cells)}")
-    guard.phase = "grader"
-    guard.check_snapshot()
-    missing = [variable for variable in exercise.names.values() if variable not in namespace]
-    objects = {key: namespace[variable] for key, variable in exercise.names.items()
-               if variable in namespace}
-    reuse = static_reuse(objects, exercise, source_dirs, references) if not missing else []
-    if len(notes) > MAX_NOTES:  # a frame has a size limit: a flood of errors must not pass it
-        notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more cells raised"]
-    channel.send({"type": "ready", "notes": notes, "missing": missing, "reuse": reuse})
-    if missing or reuse:
-        channel.send({"type": "done"})
-        _flush()
-        os._exit(0)
-
-    # -- the cases the grader chose --
-    for case in job["cases"]:
-        index = case["index"]
-        guard.violations = []
-        channel.send({"type": "start", "index": index})
-        guard.phase = f"case {index}"
-        try:
-            output = getattr(module, case["driver"])(objects, case["data"])
-            outcome = {"status": "ok", "output": output}
-        except BaseException as error:  # noqa: BLE001
-            outcome = {"status": "raised", "detail": describe(error, cells)}
-        guard.phase = "grader"
-        guard.check_snapshot()
-        _flush()
-        channel.send({"type": "case", "index": index, **outcome})
-    channel.send({"type": "done"})
-    _flush()
-    os._exit(0)   # skip atexit handlers and threads the learner may have left behind
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001 - a learner may have replaced the streams
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        self.sweep(uid)
+        shutil.rmtree(workdir, ignore_errors=True)
 
+    def sweep(self, uid: int) -> None:
+        """Kill every process of ``uid`` and remove its files from the shared temp folders."""
+        if uid == os.getuid() or uid not in self.uids:
+            return
+        pid = os.fork()
+        if pid == 0:   # as that uid, kill(-1) reaches exactly that uid's processes
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                for _ in range(3):
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.005)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        for folder in SHARED_TEMP:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    def live_processes(self) -> list[int]:
+        """Pids of sandbox processes still alive (not zombies): should always be empty."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    status = (entry / "status").read_text()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                uid = int(fields.get("Uid", "0").split()[0])
+                if uid in self.used_uids and not fields.get("State", "").strip().startswith("Z"):
+                    found.append(int(entry.name))
+        return found
+
+    def close(self) -> None:
+        for uid in sorted(self.used_uids):
+            self.sweep(uid)
+        for path, mode in reversed(self.locked):
+            try:
+                os.chmod(path, mode)
+            except OSError:
+                pass
+        self.locked = []
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

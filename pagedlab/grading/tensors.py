@@ -1,18 +1,17 @@
 """Tensor cases for the attention exercises: inputs as plain lists, outputs judged by error.
 
-The grader builds every input here (seeded), sends them as nested lists, and compares the
-learner's output with pagedlab's reference within a tolerance. Tiny shapes keep the Triton
+The grader builds every input here (seeded), sends them as nested lists (the drivers make
+tensors of them), and compares the learner's output with pagedlab's reference within a
+tolerance. Tiny shapes keep the Triton
 interpreter fast. See notebooks/06_attention_over_pages.ipynb.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable
+from typing import Any
 
 from .exercise import Mismatch, short
-
-MAX_OUTPUT = 1 << 14     # numbers the driver copies out of a learner's result
 
 
 def paged_batch(seed: int, context_lens: list[int], block_size: int = 4, num_heads: int = 2,
@@ -39,22 +38,6 @@ def paged_batch(seed: int, context_lens: list[int], block_size: int = 4, num_hea
             "v_cache": normal(num_blocks, block_size, num_kv_heads, head_dim),
             "block_tables": tables, "context_lens": list(context_lens),
             "scale": None if seed % 2 else round(1.0 / math.sqrt(head_dim) * 1.5, 4)}
-
-
-def run_attention(function: Callable, data: dict) -> Any:
-    """Call ``function(q, k_cache, v_cache, block_tables, context_lens, scale)`` on tensors."""
-    import torch
-
-    tensors = {name: torch.tensor(data[name], dtype=torch.float32)
-               for name in ("q", "k_cache", "v_cache")}
-    tensors["block_tables"] = torch.tensor(data["block_tables"], dtype=torch.int32)
-    tensors["context_lens"] = torch.tensor(data["context_lens"], dtype=torch.int32)
-    out = function(**tensors, scale=data["scale"])
-    if not isinstance(out, torch.Tensor):
-        return {"not a tensor": short(repr(out), 100)}
-    if out.numel() > MAX_OUTPUT:
-        return {"too big": list(out.shape)}
-    return {"shape": list(out.shape), "values": out.detach().float().cpu().flatten().tolist()}
 
 
 def compare_attention(expected: dict, got: Any, tolerance: float) -> Mismatch | None:

@@ -23,6 +23,7 @@ BACKENDS = ("triton", "torch")  # what `backend=` accepts; None means "choose fo
 _status: dict | None = None
 _kernels: types.SimpleNamespace | None = None
 _warned: set[str] = set()
+_failed: set[str] = set()  # kernels that failed on this GPU: torch serves them from now on
 
 
 def _cuda_device() -> tuple[str, tuple[int, int]] | None:
@@ -79,7 +80,8 @@ def triton_status() -> dict:
 def load_kernels() -> types.SimpleNamespace:
     """Import the kernel modules (after :func:`triton_status` has set the mode).
 
-    Returns a namespace with ``paged_attention`` and ``store_kv``; raises ``RuntimeError`` with
+    Returns a namespace with ``paged_attention`` (decode), ``unified_attention`` (any step) and
+    ``store_kv``; raises ``RuntimeError`` with
     the reason when Triton is missing or fails to import.
     """
     global _kernels, _status
@@ -90,6 +92,7 @@ def load_kernels() -> types.SimpleNamespace:
         try:
             _kernels = types.SimpleNamespace(
                 paged_attention=importlib.import_module("pagedlab.kernels.paged_attention"),
+                unified_attention=importlib.import_module("pagedlab.kernels.unified_attention"),
                 store_kv=importlib.import_module("pagedlab.kernels.store_kv"),
             )
         except ImportError as error:  # e.g. a Triton wheel that does not match this machine
@@ -107,17 +110,36 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def run_or_fall_back(name: str, kernel_call, torch_call, *, insisted: bool, on_gpu: bool):
+    """``kernel_call()``, or ``torch_call()`` where a Triton kernel fails on a GPU.
+
+    Triton's support for some GPUs (a T4, sm_75) is best effort, so a kernel that fails there
+    (compile error, out of resources) is replaced by torch for the rest of the process, with one
+    warning naming ``name``. Nothing is caught when the caller ``insisted`` on
+    ``backend="triton"`` or off a GPU (the interpreter): there a failure is a bug to see.
+    """
+    if name in _failed and not insisted:
+        return torch_call()
+    try:
+        return kernel_call()
+    except Exception as error:  # noqa: BLE001  (whatever Triton raises for this GPU)
+        if insisted or not on_gpu:
+            raise
+        _failed.add(name)
+        warn_once(f"failed:{name}", f"pagedlab: the Triton {name} failed on this GPU ({error}); "
+                                    f"using torch for it from now on")
+        return torch_call()
+
+
 def choose(backend: str | None, device) -> str:
     """Resolve ``backend=`` ("triton", "torch" or None) for tensors on ``device``.
 
     None picks Triton where it can run on that device and the torch reference (with one warning)
     where it cannot. An explicit "triton" that cannot run raises ``ValueError`` saying why.
     """
-    from .errors import InvalidConfig
+    from .errors import InvalidConfig, check_choice
 
-    if backend is not None and backend not in BACKENDS:
-        raise InvalidConfig(f"backend must be one of {BACKENDS} or None (choose automatically), "
-                            f"got {backend!r}")
+    check_choice("backend (None: choose automatically)", backend, (None, *BACKENDS))
     if backend == "torch":
         return "torch"
     status = triton_status()

@@ -92,19 +92,20 @@ class KVCache:
         self._check_layer(layer)
         slots = self._check_tokens(k, v, slot_mapping)
         k_cache, v_cache = self.k[layer], self.v[layer]
-        if _backend.choose(backend, self.device) == "triton":
-            store_kv = _backend.load_kernels().store_kv
-            try:
-                return store_kv.store_kv(k.contiguous(), v.contiguous(), k_cache, v_cache, slots)
-            except Exception as error:  # noqa: BLE001  (a GPU Triton cannot compile for)
-                if backend == "triton" or not k.is_cuda:
-                    raise
-                _backend.warn_once("store", f"pagedlab: the Triton store kernel failed on this "
-                                            f"GPU ({error}); using torch from now on")
-        keep = slots >= 0  # (num_tokens,)
-        flat = (-1, self.num_kv_heads, self.head_dim)
-        k_cache.view(flat).index_copy_(0, slots[keep], k[keep])  # (num_slots, kv_heads, hd)
-        v_cache.view(flat).index_copy_(0, slots[keep], v[keep])  # (num_slots, kv_heads, hd)
+
+        def torch_write() -> None:
+            keep = slots >= 0  # (num_tokens,)
+            flat = (-1, self.num_kv_heads, self.head_dim)
+            k_cache.view(flat).index_copy_(0, slots[keep], k[keep])  # (num_slots, kv_heads, hd)
+            v_cache.view(flat).index_copy_(0, slots[keep], v[keep])  # (num_slots, kv_heads, hd)
+
+        if _backend.choose(backend, self.device) == "torch":
+            return torch_write()
+        store_kv = _backend.load_kernels().store_kv
+        _backend.run_or_fall_back(
+            "store kernel",
+            lambda: store_kv.store_kv(k.contiguous(), v.contiguous(), k_cache, v_cache, slots),
+            torch_write, insisted=backend == "triton", on_gpu=k.is_cuda)
 
     # -- copy-on-write and swapping: whole blocks, every layer ----------------------------------
 

@@ -138,8 +138,13 @@ def write_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: P
     """
     kv_cache.write(layer, k, v, batch.slot_mapping, backend=batch.backend)  # the store kernel
     k_cache, v_cache = kv_cache[layer]  # (num_blocks, block_size, n_kv, hs) each
-    if batch.backend == "torch" or not batch.is_decode:  # TODO(unified kernel): prompts too
+    if batch.backend == "torch":
         return paged_attention_torch(q, k_cache, v_cache, batch)  # (N, nh, hs)
-    from .attention import paged_attention
-    return paged_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens,
-                           backend=batch.backend)  # (N, nh, hs)
+    from .attention import attend_packed  # the engine checked the batch once for the step
+    max_context_len = batch.max_context_len
+    if max_context_len is None:
+        max_context_len = int(batch.context_lens.max())
+    return attend_packed(q, k_cache, v_cache, batch.block_tables, batch.context_lens,
+                         batch.query_start_loc, max(batch.query_lens), max_context_len,
+                         q.shape[-1] ** -0.5, batch.backend,
+                         torch_call=lambda: paged_attention_torch(q, k_cache, v_cache, batch))

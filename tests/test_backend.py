@@ -115,3 +115,47 @@ def test_a_kernel_loop_bounded_by_a_loaded_length_runs_in_the_interpreter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[3, 1, 0]"
+
+
+# -- one fallback helper for every kernel -----------------------------------------------------
+
+
+def _broken_kernel():
+    raise RuntimeError("out of resources")
+
+
+def test_a_kernel_failing_on_a_gpu_falls_back_to_torch_with_one_warning(monkeypatch):
+    monkeypatch.setattr(backend, "_warned", set())
+    monkeypatch.setattr(backend, "_failed", set())
+    with pytest.warns(RuntimeWarning, match="store kernel failed.*out of resources"):
+        assert backend.run_or_fall_back("store kernel", _broken_kernel, lambda: "torch",
+                                        insisted=False, on_gpu=True) == "torch"
+    calls = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent and skips the kernel
+        assert backend.run_or_fall_back("store kernel", lambda: calls.append(1), lambda: "torch",
+                                        insisted=False, on_gpu=True) == "torch"
+    assert calls == []
+
+
+@pytest.mark.parametrize("insisted, on_gpu", [(True, True), (False, False)])
+def test_a_kernel_failure_is_raised_when_triton_was_asked_for_or_off_a_gpu(insisted, on_gpu,
+                                                                          monkeypatch):
+    monkeypatch.setattr(backend, "_failed", set())
+    with pytest.raises(RuntimeError, match="out of resources"):
+        backend.run_or_fall_back("decode kernel", _broken_kernel, lambda: "torch",
+                                 insisted=insisted, on_gpu=on_gpu)
+
+
+def test_a_working_kernel_is_what_runs():
+    assert backend.run_or_fall_back("decode kernel", lambda: "kernel", lambda: "torch",
+                                    insisted=False, on_gpu=True) == "kernel"
+
+
+def test_load_kernels_exposes_decode_unified_and_store_kernels():
+    if not HAS_TRITON:
+        pytest.skip("needs Triton")
+    kernels = backend.load_kernels()
+    assert callable(kernels.paged_attention.paged_attention_decode)
+    assert callable(kernels.unified_attention.unified_attention)
+    assert callable(kernels.store_kv.store_kv)

@@ -15,6 +15,7 @@ were. See notebooks/01_parking_garage.ipynb, 02_pages_and_block_tables.ipynb, 04
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from operator import index as _as_int
 from typing import Iterable
 
@@ -26,6 +27,16 @@ from .sequence import Sequence
 
 class AlreadyAllocated(PagedLabError, ValueError):
     """The sequence (or its id) already holds blocks in this manager."""
+
+
+@dataclass
+class _Plan:
+    """What allocating a sequence would do: computed once, then checked and carried out."""
+
+    hashes: list[int]  # chained hashes of the sequence's full blocks (prefix caching only)
+    hits: list[int]  # cached blocks holding its first tokens, in order
+    num_blocks: int  # blocks its table will hold: the hits, then new ones
+    taken: int  # free blocks it uses up: new blocks plus cached ones revived from the free count
 
 
 class _CpuPool:
@@ -76,6 +87,7 @@ class BlockManager:
         self._cpu = _CpuPool(num_cpu_blocks)
         self._cache = PrefixCache()  # stays empty with prefix caching off
         self._seq_hashes: dict[int, list[int]] = {}  # seq_id -> hashes of its computed full blocks
+        self._hit_tokens: dict[int, int] = {}  # seq_id -> tokens its allocation found cached
         # Over all allocations (the prompt, plus the outputs of a sequence recomputed later):
         self.prefix_hit_tokens = 0     # tokens found in the cache
         self.prefix_query_tokens = 0   # tokens looked up
@@ -130,42 +142,82 @@ class BlockManager:
         """Blocks the sequence's tokens fill, ignoring any sharing or cache."""
         return -(-len(seq.token_ids) // self.block_size)
 
-    def slot_mapping(self, seq: Sequence) -> list[int]:
-        """Physical slot of every token position: block_table[p // B] * B + p % B."""
+    def slot_mapping(self, seq: Sequence, start: int = 0, end: int | None = None) -> list[int]:
+        """Physical slot of token positions ``start .. end - 1`` (default: every token with a block).
+
+        The one slot formula of the package: position p lives in slot
+        ``block_table[p // B] * B + p % B``. See notebooks/02_pages_and_block_tables.ipynb.
+        """
         self._require_live(seq, "slot_mapping")
-        size = self.block_size
-        slots = [slot for block in seq.block_table
-                 for slot in range(block * size, block * size + size)]
-        del slots[len(seq.token_ids):]
-        return slots
+        if end is None:  # every token that has a block (a prompt mid-prefill has only some)
+            end = min(len(seq.token_ids), len(seq.block_table) * self.block_size)
+        check_int("end", end, 0)
+        check_int("start", start, 0)
+        if not start <= end <= len(seq.block_table) * self.block_size:
+            raise InvalidConfig(f"positions {start}..{end - 1} are not all in sequence "
+                                f"{seq.seq_id}'s blocks ({len(seq.block_table)} blocks of "
+                                f"{self.block_size}): ask for 0 <= start <= end <= "
+                                f"{len(seq.block_table) * self.block_size}")
+        size, table = self.block_size, seq.block_table
+        return [table[p // size] * size + p % size for p in range(start, end)]
+
+    def slots_to_write(self, seq: Sequence, start: int, end: int) -> list[int]:
+        """Where the new K/V of positions ``start .. end - 1`` go; -1 where the cache already
+        holds them.
+
+        That happens once: a prompt found whole in the prefix cache recomputes its last token
+        (for its logits), whose K/V already sit in a cached block. Writing the same numbers again
+        is useless, and two such prompts in one batch would name one slot twice.
+        """
+        slots = self.slot_mapping(seq, start, end)
+        cached_until = self._hit_tokens.get(seq.seq_id, 0)
+        return [-1 if start + i < cached_until else slot for i, slot in enumerate(slots)]
 
     # ------------------------------------------------------------------ allocate
-    def _plan(self, seq: Sequence) -> tuple[list[int], list[int], int]:
-        """(hashes of the prompt's full blocks, cached blocks matching its start, blocks taken
-        from the free count) for allocating seq."""
+    def _plan(self, seq: Sequence, num_tokens: int | None = None) -> _Plan:
+        """What allocate(seq, num_tokens) would do, without doing it."""
+        size = self.block_size
+        if num_tokens is None:
+            num_tokens = len(seq.token_ids)
+        elif isinstance(num_tokens, bool) or not isinstance(num_tokens, int) \
+                or not 1 <= num_tokens <= len(seq.token_ids):
+            raise InvalidConfig(f"num_tokens must be an int in [1, {len(seq.token_ids)}] (the "
+                                f"positions to give blocks now), got {num_tokens!r}")
+        need = -(-num_tokens // size)
         if not self.enable_prefix_caching:
-            return [], [], self.blocks_needed(seq)
-        hashes = block_hashes(seq.token_ids, self.block_size)
+            return _Plan([], [], need, need)
+        hashes = block_hashes(seq.token_ids, size)
         hits = self._cache.lookup(hashes)
         revived = sum(1 for block in hits if self._ref[block] == 0)  # leave the evictable set
-        return hashes, hits, self.blocks_needed(seq) - len(hits) + revived
+        need = max(need, len(hits))  # cache hits are always taken whole
+        return _Plan(hashes, hits, need, need - len(hits) + revived)
 
-    def blocks_to_allocate(self, seq: Sequence) -> int:
-        """Free blocks allocate(seq) would take now: new blocks plus cached ones it revives."""
-        return self._plan(seq)[2]
+    def blocks_to_allocate(self, seq: Sequence, num_tokens: int | None = None) -> int:
+        """Free blocks allocate(seq, num_tokens) would take now: new ones plus revived cached ones."""
+        return self._plan(seq, num_tokens).taken
 
-    def can_allocate(self, seq: Sequence) -> bool:
-        """Whether allocate(seq) would succeed now, keeping the watermark free."""
+    def cached_prefix_tokens(self, seq: Sequence) -> int:
+        """Tokens allocate(seq) would find in the prefix cache now (0 with caching off)."""
+        if not self.enable_prefix_caching or not seq.token_ids:
+            return 0
+        hits = self._cache.lookup(block_hashes(seq.token_ids, self.block_size))
+        return min(len(hits) * self.block_size, len(seq.token_ids) - 1)
+
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
+        """Whether allocate(seq, num_tokens) would succeed now, keeping the watermark free."""
         if not seq.token_ids:
             return False
-        _, _, taken = self._plan(seq)
-        return self.num_free_blocks - taken >= self.watermark_blocks
+        return self.num_free_blocks - self._plan(seq, num_tokens).taken >= self.watermark_blocks
 
-    def allocate(self, seq: Sequence) -> int:
-        """Give a waiting sequence blocks for all its tokens, all or nothing.
+    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> int:
+        """Give a waiting sequence blocks for its first ``num_tokens`` positions (default: all
+        its tokens), all or nothing; blocks found in the prefix cache are always taken whole.
 
-        Returns how many of its tokens were found in the prefix cache (0 with caching off);
-        a prompt that is entirely cached still recomputes its last token.
+        Returns how many of its tokens were found in the prefix cache (0 with caching off); a
+        prompt that is entirely cached still recomputes its last token. The step that allocates
+        computes the rest of those positions: ``seq.num_computed_tokens`` becomes ``num_tokens``.
+        With chunked prefill the scheduler gives a long prompt its first chunk's blocks here and
+        the next chunks' with :meth:`extend`.
         """
         if seq.seq_id in self._live or seq.seq_id in self._swapped:
             raise AlreadyAllocated(f"sequence {seq.seq_id} already holds blocks: free it first, "
@@ -182,7 +234,8 @@ class BlockManager:
                 f"block_size={self.block_size}) but the pool can never give more than "
                 f"{self.num_blocks - self.watermark_blocks} ({self.num_blocks} total, watermark "
                 f"{self.watermark_blocks}): use more or bigger blocks, or a shorter prompt")
-        hashes, hits, taken = self._plan(seq)
+        plan = self._plan(seq, num_tokens)
+        hits, taken = plan.hits, plan.taken
         if self.num_free_blocks - taken < self.watermark_blocks:
             raise OutOfBlocks(
                 f"sequence {seq.seq_id} needs {taken} free blocks, {self.num_free_blocks} free "
@@ -193,19 +246,40 @@ class BlockManager:
             if self._ref[block] == 0:
                 self._cache.revive(block)
             self._ref[block] += 1
-        table = hits + [self._take_block() for _ in range(need - len(hits))]
-        for block, block_hash in zip(table[len(hits):], hashes[len(hits):]):
-            self._cache.add(block, block_hash)  # the prefill computes these
-        seq.block_table = table
+        seq.block_table = hits + [self._take_block() for _ in range(plan.num_blocks - len(hits))]
         self._live[seq.seq_id] = seq
         self._freed.discard(seq.seq_id)
-        if self.enable_prefix_caching:
-            self._seq_hashes[seq.seq_id] = hashes
         cached = min(len(hits) * self.block_size, len(seq.token_ids) - 1)
         seq.num_cached_tokens = cached
+        seq.num_computed_tokens = max(cached, num_tokens or len(seq.token_ids))  # by this step
+        if self.enable_prefix_caching:
+            self._seq_hashes[seq.seq_id] = plan.hashes[:len(hits)]
+            self._hit_tokens[seq.seq_id] = len(hits) * self.block_size
+            self._cache_computed_blocks(seq, seq.num_computed_tokens)
         self.prefix_hit_tokens += cached
         self.prefix_query_tokens += len(seq.token_ids)
         return cached
+
+    def extend(self, seq: Sequence, num_tokens: int) -> int:
+        """Grow a live sequence's block table to cover its first ``num_tokens`` positions, for
+        the next chunk of its prefill; all or nothing. Returns the number of blocks taken.
+        See notebooks/05_scheduling.ipynb.
+        """
+        self._require_live(seq, "extend")
+        check_int("num_tokens", num_tokens, 1)
+        if num_tokens > len(seq.token_ids):
+            raise InvalidConfig(f"num_tokens={num_tokens} is more than sequence {seq.seq_id}'s "
+                                f"{len(seq.token_ids)} tokens: blocks are given to tokens only")
+        need = max(0, -(-num_tokens // self.block_size) - len(seq.block_table))
+        if need > self.num_free_blocks:
+            raise OutOfBlocks(f"sequence {seq.seq_id} needs {need} more blocks, "
+                              f"{self.num_free_blocks} free (block_size={self.block_size}): "
+                              "wait for blocks or preempt a sequence")
+        seq.block_table.extend(self._take_block() for _ in range(need))
+        seq.num_computed_tokens = max(seq.num_computed_tokens, num_tokens)  # by this step
+        if self.enable_prefix_caching:
+            self._cache_computed_blocks(seq, seq.num_computed_tokens)
+        return need
 
     def _take_block(self) -> int:
         """A block with no reference: a never-used one first, else evict the LRU cached one."""
@@ -287,6 +361,7 @@ class BlockManager:
         child.prompt_len = parent.prompt_len
         child.status = parent.status
         child.num_cached_tokens = parent.num_cached_tokens
+        child.num_computed_tokens = parent.num_computed_tokens
         child.block_table = list(parent.block_table)
         for block in child.block_table:
             self._ref[block] += 1
@@ -311,6 +386,7 @@ class BlockManager:
             del self._live[seq.seq_id]
             self._release(seq.block_table)
         self._seq_hashes.pop(seq.seq_id, None)
+        self._hit_tokens.pop(seq.seq_id, None)
         seq.block_table = []
         self._freed.add(seq.seq_id)
 
@@ -392,9 +468,10 @@ class BlockManager:
             for gpu in seq.block_table:
                 self._ref[gpu] += 1
             self._live[seq.seq_id] = seq
+            self._hit_tokens.pop(seq.seq_id, None)
             if self.enable_prefix_caching:  # fresh copies: index those fully computed
                 self._seq_hashes[seq.seq_id] = []
-                self._cache_computed_blocks(seq, len(seq.token_ids) - 1)
+                self._cache_computed_blocks(seq, seq.num_computed_tokens)
         return list(mapping.items())
 
     def is_swapped(self, seq: Sequence) -> bool:

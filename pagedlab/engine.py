@@ -2,10 +2,11 @@
 
 One :meth:`LLMEngine.step`::
 
-    out = scheduler.schedule()               # who runs: prefills, decodes; who is preempted
+    out = scheduler.schedule()               # the token budget: decodes, then prompt chunks
     kv_cache.copy_blocks / swap_out / swap_in  # the block manager's decisions, done to tensors
-    logits = model.forward_paged(batch)      # prompts (prefill), then one token each (decode)
-    tokens = sample(logits)                  # greedy, or temperature/top-k, one RNG per sample
+    batch = PagedBatch(...)                  # every slot from block_manager.slots_to_write
+    logits = model.forward_paged(batch, kv_cache)   # one forward for the whole mixed batch
+    tokens = sample(logits)                  # for out.sampled: greedy, or seeded sampling
     scheduler.update(tokens)                 # append (copy-on-write), fork samples, free finished
 
 It is the same :class:`~pagedlab.Scheduler` that drives the simulator in lesson 05; here every
@@ -22,10 +23,10 @@ from typing import Callable
 
 import torch
 
+from . import backend as _backend
 from .blocks import BlockManager
 from .cache import KVCache
-from .errors import InvalidConfig
-from .model import GPT
+from .errors import InvalidConfig, check_choice
 from .paged_batch import PagedBatch
 from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample_batch
 from .scheduler import Scheduler
@@ -37,9 +38,9 @@ class StepStats:
     """What one engine step did: the record ``on_step`` receives (e.g. to redraw a widget)."""
 
     step: int
-    num_prefills: int  # sequences prefilled this step
+    num_prefills: int  # sequences prefilled this step (a whole prompt or a chunk of one)
     num_decodes: int  # sequences that computed one token
-    num_batched_tokens: int  # tokens run through the model
+    num_batched_tokens: int  # tokens run through the model (within max_num_batched_tokens)
     num_used_blocks: int  # blocks held while the model ran
     num_free_blocks: int
     usage: float  # num_used_blocks / num_blocks, in [0, 1]
@@ -85,40 +86,61 @@ class RequestOutput:
     outputs: list[list[int]]
 
 
-class LLMEngine:
-    """Serve a :class:`~pagedlab.GPT` with continuous batching over a paged KV cache.
+# What LLMEngine needs of a model (pagedlab.GPT and pagedlab.Llama have all of it).
+MODEL_INTERFACE = ("forward_paged", "num_layers", "num_kv_heads", "head_dim", "max_seq_len",
+                   "vocab_size", "dtype", "device")
+DEFAULT_CHUNKED_BUDGET = 2048  # tokens per step when prompts may be chunked
 
-    ``num_blocks`` blocks of ``block_size`` tokens hold every layer's K/V; ``preemption`` is
-    "recompute" or "swap"; ``backend`` picks the store and decode kernels: None (compiled Triton
-    on a GPU; batched torch on a CPU, where the Triton interpreter is too slow to serve),
-    "triton" or "torch". ``eos_token_id`` ends a sequence early (not on the first token of
+
+class LLMEngine:
+    """Serve a model (:class:`~pagedlab.GPT` or :class:`~pagedlab.Llama`) with continuous
+    batching over a paged KV cache.
+
+    ``num_blocks`` blocks of ``block_size`` tokens hold every layer's K/V (``num_kv_heads``
+    heads each); ``preemption`` is "recompute" or "swap". ``enable_chunked_prefill`` (on, as in
+    vLLM V1) spreads long prompts over steps of ``max_num_batched_tokens`` tokens (default 2048;
+    without chunking, the model's length). ``backend``: None (the Triton kernels on a GPU,
+    falling back to torch with a warning where they fail; batched torch on a CPU, where the
+    Triton interpreter is too slow to serve), "triton" (insist; on a CPU the interpreter, for
+    tests) or "torch". ``eos_token_id`` ends a sequence early (not on the first token of
     ``n > 1`` samples). ``on_step(StepStats)`` runs after every step.
     See notebooks/08_serving_a_model.ipynb.
     """
 
-    def __init__(self, model: GPT, num_blocks: int = 512, block_size: int = 16,
+    def __init__(self, model, num_blocks: int = 512, block_size: int = 16,
                  enable_prefix_caching: bool = False, preemption: str = "recompute",
                  max_num_seqs: int = 256, max_num_batched_tokens: int | None = None,
+                 enable_chunked_prefill: bool = True,
                  watermark: float = 0.0, num_cpu_blocks: int | None = None,
                  backend: str | None = None, eos_token_id: int | None = None,
                  on_step: Callable[[StepStats], None] | None = None):
-        if not isinstance(model, GPT):
-            raise TypeError(f"LLMEngine serves a pagedlab.GPT, got {type(model).__name__}: "
-                            "convert a Hugging Face model with pagedlab.GPT.from_hf(model)")
-        if backend not in (None, "triton", "torch"):
-            raise InvalidConfig(f"backend must be None, 'triton' or 'torch', got {backend!r}")
-        self.model, self.config = model.eval(), model.config
-        self.backend = backend or ("triton" if model.device.type == "cuda" else "torch")
+        missing = [name for name in MODEL_INTERFACE if not hasattr(model, name)]
+        if not isinstance(model, torch.nn.Module) or missing:
+            raise TypeError(f"LLMEngine serves a pagedlab model (pl.GPT or pl.Llama), got "
+                            f"{type(model).__name__}: convert a Hugging Face model with "
+                            "pl.from_hf(model)")
+        if backend is not None:
+            check_choice("backend", backend, _backend.BACKENDS)
+        self.model = model.eval()
+        self.config = model.config
+        # Resolved once: "torch" serves on a CPU; None lets each kernel call fall back on a GPU.
+        if backend == "triton":
+            _backend.choose("triton", model.device)  # raises here if it cannot run
+        self.backend = "torch" if backend == "torch" or (
+            backend is None and model.device.type != "cuda") else backend
         self.eos_token_id, self.on_step = eos_token_id, on_step
         self._settings = dict(num_blocks=num_blocks, block_size=block_size,
                               enable_prefix_caching=enable_prefix_caching, watermark=watermark,
                               num_cpu_blocks=num_cpu_blocks)
+        if max_num_batched_tokens is None:
+            max_num_batched_tokens = max(DEFAULT_CHUNKED_BUDGET if enable_chunked_prefill
+                                         else model.max_seq_len, max_num_seqs)
         self._limits = dict(max_num_seqs=max_num_seqs, preemption=preemption,
-                            max_num_batched_tokens=max_num_batched_tokens
-                            or max(self.config.n_positions, max_num_seqs))
+                            max_num_batched_tokens=max_num_batched_tokens,
+                            enable_chunked_prefill=enable_chunked_prefill)
         self._reset()  # BlockManager and Scheduler check the settings
-        self.kv_cache = KVCache(num_blocks, block_size, self.config.n_head, self.config.head_dim,
-                                num_layers=self.config.n_layer, dtype=model.dtype,
+        self.kv_cache = KVCache(num_blocks, block_size, model.num_kv_heads, model.head_dim,
+                                num_layers=model.num_layers, dtype=model.dtype,
                                 device=model.device, num_cpu_blocks=num_cpu_blocks)
         self.stats = EngineStats()
         self._next_request_id = 0
@@ -147,9 +169,21 @@ class LLMEngine:
         self._generator_of[request_id] = generators[0]
         return request_id
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V one token takes in the cache, all layers (2 x layers x kv heads x
+        head dim x bytes per number): grouped-query attention divides it by the group size."""
+        cache = self.kv_cache
+        return 2 * cache.num_layers * cache.num_kv_heads * cache.head_dim * cache.k.element_size()
+
+    @property
+    def pool_tokens(self) -> int:
+        """Tokens the whole pool holds: num_blocks x block_size."""
+        return self.kv_cache.num_slots
+
     def _check_request(self, prompt: list[int], params: SamplingParams) -> None:
         """What Scheduler.add would reject, checked first so that generate is all-or-nothing."""
-        check_prompts([prompt], self.config, params.max_new_tokens)
+        check_prompts([prompt], self.model, params.max_new_tokens)
         self.scheduler.check_request(Sequence(0, prompt), max_new_tokens=params.max_new_tokens,
                                      n=params.n)
 
@@ -179,61 +213,53 @@ class LLMEngine:
         self.kv_cache.copy_blocks(out.blocks_to_copy)  # copy-on-write first, then the swaps
         self.kv_cache.swap_out(out.blocks_to_swap_out)
         self.kv_cache.swap_in(out.blocks_to_swap_in)
-        logits = [self._run(seqs, prefill) for seqs, prefill in
-                  ((out.prefills, True), (out.decodes, False)) if seqs]
-        next_tokens, finished = ([], ()) if not logits else \
-            self._sample(out.scheduled, torch.cat(logits))  # logits: (num_scheduled, vocab)
-        forking = [group for group in out.groups if group.can_fork]
-        done = self.scheduler.update(next_tokens, finished)
-        for group in forking:  # the n samples now exist: sample i draws from generator i
-            samples = sorted(group.seqs + group.finished_seqs, key=lambda seq: seq.seq_id)
-            for seq, generator in zip(samples, self._requests[group.request_id][2]):
-                self._generator_of[seq.seq_id] = generator
-        results = [self._finish(group) for group in done]
+        logits = self.model.forward_paged(self._batch(out), self.kv_cache)  # (sampled, vocab)
+        next_tokens, finished = self._sample(out.sampled, logits) if out.sampled else ([], ())
+        update = self.scheduler.update(next_tokens, finished)
+        for request_id, children in update.forked.items():  # sample i draws from generator i
+            for child, generator in zip(children, self._requests[request_id][2][1:]):
+                self._generator_of[child.seq_id] = generator
+        results = [self._finish(group) for group in update.finished]
         new_tokens = sum(len(t) if isinstance(t, list) else 1 for t in next_tokens)
         self._record(out, before, used, len(results), new_tokens, time.perf_counter() - start)
         return results
 
-    def _run(self, seqs: list[Sequence], prefill: bool) -> torch.Tensor:
-        """Logits (len(seqs), vocab_size) of the next token of each sequence."""
-        size, device = self.block_manager.block_size, self.model.device
-        input_ids, positions, slots, query_lens = [], [], [], []
-        for seq in seqs:
-            first = seq.num_cached_tokens if prefill else len(seq) - 1  # first position to run
-            table = seq.block_table
-            input_ids.extend(seq.token_ids[first:])
-            positions.extend(range(first, len(seq)))
-            slots.extend(table[p // size] * size + p % size for p in range(first, len(seq)))
-            query_lens.append(len(seq) - first)
-        if prefill and self.block_manager.enable_prefix_caching:
-            # A prompt found entirely in the prefix cache recomputes its last token, whose slot
-            # is in a shared, cached block: writing its K/V rewrites the numbers already there
-            # (same tokens, same positions). Two such tokens in one batch: the first writes and
-            # the others skip (slot -1), so no slot is written twice in one store.
-            seen: set[int] = set()
-            for i, slot in enumerate(slots):
-                if slot in seen:
-                    slots[i] = -1
-                seen.add(slot)
-        max_blocks = max(len(seq.block_table) for seq in seqs)
-        tables = [seq.block_table + [-1] * (max_blocks - len(seq.block_table)) for seq in seqs]
-        batch = PagedBatch(
+    def _batch(self, out) -> PagedBatch:
+        """This step's tokens, packed: each scheduled sequence's new positions, their slots from
+        the block manager, and which rows' logits to sample from (out.sampled's order)."""
+        bm, device = self.block_manager, self.model.device
+        input_ids, positions, slots, query_lens, row_of = [], [], [], [], {}
+        for seq in out.scheduled:
+            end = seq.num_computed_tokens  # this step computes positions start .. end - 1
+            start = end - out.num_scheduled_tokens[seq.seq_id]
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(bm.slots_to_write(seq, start, end))
+            query_lens.append(end - start)
+            row_of[seq.seq_id] = len(input_ids) - 1  # its last new token
+        context_lens = [seq.num_computed_tokens for seq in out.scheduled]
+        max_blocks = max(len(seq.block_table) for seq in out.scheduled)
+        tables = [seq.block_table + [-1] * (max_blocks - len(seq.block_table))
+                  for seq in out.scheduled]
+        return PagedBatch(
             input_ids=torch.tensor(input_ids, device=device),  # (num_tokens,)
             positions=torch.tensor(positions, device=device),  # (num_tokens,)
             slot_mapping=torch.tensor(slots, device=device),  # (num_tokens,)
             block_tables=torch.tensor(tables, dtype=torch.int32, device=device),  # (S, max_blocks)
-            context_lens=torch.tensor([len(s) for s in seqs], dtype=torch.int32, device=device),
-            query_lens=query_lens, block_size=size, backend=self.backend)
-        return self.model.forward_paged(batch, self.kv_cache)  # (S, vocab_size)
+            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=device),  # (S,)
+            query_lens=query_lens, block_size=bm.block_size, backend=self.backend,
+            max_context_len=max(context_lens),
+            logits_rows=torch.tensor([row_of[seq.seq_id] for seq in out.sampled],
+                                     device=device))  # (num_sampled,)
 
-    def _sample(self, scheduled: list[Sequence], logits: torch.Tensor):
-        """Next token per scheduled sequence (a list of n for samples about to fork), and the
+    def _sample(self, sampled: list[Sequence], logits: torch.Tensor):
+        """Next token per sampled sequence (a list of n for samples about to fork), and the
         ids of sequences that drew the end-of-text token."""
-        groups = [self.scheduler.group_of(seq.seq_id) for seq in scheduled]
+        groups = [self.scheduler.group_of(seq.seq_id) for seq in sampled]
         params = [self._requests[group.request_id][1] for group in groups]
-        rows = sample_batch(logits, params, [self._generator_of[s.seq_id] for s in scheduled])
+        rows = sample_batch(logits, params, [self._generator_of[s.seq_id] for s in sampled])
         next_tokens, finished = [], set()
-        for i, (seq, group, p) in enumerate(zip(scheduled, groups, params)):
+        for i, (seq, group, p) in enumerate(zip(sampled, groups, params)):
             if group.can_fork:  # first token of n samples: one draw per sample, same logits
                 others = sample_batch(logits[i:i + 1].expand(p.n - 1, -1), [p] * (p.n - 1),
                                       self._requests[group.request_id][2][1:])
@@ -291,7 +317,7 @@ class LLMEngine:
             raise InvalidConfig("requests queued with add_request are unfinished: call step() "
                                 "until has_unfinished_requests() is False, then generate")
         SamplingParams(max_new_tokens, temperature, top_k, seed, n)  # checks them
-        check_prompts(prompts, self.config, max_new_tokens)
+        check_prompts(prompts, self.model, max_new_tokens)
         params = [SamplingParams(max_new_tokens, temperature, top_k, request_seed(seed, i), n)
                   for i in range(len(prompts))]
         for prompt, p in zip(prompts, params):

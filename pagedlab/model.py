@@ -250,7 +250,7 @@ def naive_generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 1
     """
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             seed=seed)
-    check_prompts(prompts, model.config, max_new_tokens)
+    check_prompts(prompts, model, max_new_tokens)
     outputs = []
     for index, prompt in enumerate(prompts):
         # prompt i draws with seed + i, as in LLMEngine.generate

@@ -47,6 +47,7 @@ class PagedBatch:
     block_size: int = 16  # tokens per block of the cache
     backend: str | None = None  # "triton", "torch" or None (choose per call)
     max_context_len: int | None = None  # max(context_lens), known to the engine without a sync
+    logits_rows: torch.Tensor | None = None  # rows whose logits are sampled (None: each last row)
 
     @property
     def is_decode(self) -> bool:
@@ -65,7 +66,10 @@ class PagedBatch:
 
     @functools.cached_property
     def last_token_rows(self) -> torch.Tensor:
-        """(num_seqs,) the packed row of each sequence's last new token (whose logits we need)."""
+        """The packed rows whose logits are sampled: ``logits_rows``, else each sequence's last
+        new token. (A prompt chunk with more chunks to come samples nothing.)"""
+        if self.logits_rows is not None:
+            return self.logits_rows
         return self.query_start_loc[1:].long() - 1
 
     @functools.cached_property

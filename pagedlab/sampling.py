@@ -81,8 +81,9 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
             for row, (p, g) in enumerate(zip(params, generators))]
 
 
-def check_prompts(prompts, config, max_new_tokens: int) -> None:
-    """Raise a clear error for prompts a model (its GPTConfig) cannot run, before anything runs."""
+def check_prompts(prompts, model, max_new_tokens: int) -> None:
+    """Raise a clear error for prompts a model cannot run (its ``vocab_size`` and
+    ``max_seq_len``), before anything runs."""
     if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
         raise InvalidConfig("prompts must be a list of prompts, each a list of token ids")
     for index, prompt in enumerate(prompts):
@@ -92,10 +93,10 @@ def check_prompts(prompts, config, max_new_tokens: int) -> None:
                                 f"first), got {prompt!r:.60}")
         if len(prompt) == 0:
             raise InvalidConfig(f"prompt {index} is empty: a prompt needs at least one token")
-        if any(not 0 <= token < config.vocab_size for token in prompt):
-            raise InvalidConfig(f"prompt {index} has token ids outside [0, {config.vocab_size})")
-        if len(prompt) + max_new_tokens > config.n_positions:
+        if any(not 0 <= token < model.vocab_size for token in prompt):
+            raise InvalidConfig(f"prompt {index} has token ids outside [0, {model.vocab_size})")
+        if len(prompt) + max_new_tokens > model.max_seq_len:
             raise InvalidConfig(f"prompt {index} has {len(prompt)} tokens; with max_new_tokens="
                                 f"{max_new_tokens} it needs {len(prompt) + max_new_tokens} "
-                                f"positions but the model has {config.n_positions}: shorten it "
+                                f"positions but the model has {model.max_seq_len}: shorten it "
                                 "or lower max_new_tokens")

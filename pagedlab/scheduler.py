@@ -1,23 +1,30 @@
 """The scheduler: who runs this step, who waits, and who is pushed out when blocks run out.
 
-Iteration-level (continuous) batching: each step looks at three queues, first come first served:
+Iteration-level (continuous) batching under a token budget, ``max_num_batched_tokens`` per
+step, first come first served:
 
-1. **running** requests each get room for their next token; when the pool cannot hold them
-   all, the most recently arrived one is *preempted*, by ``recompute`` (blocks freed, back to
-   the front of the waiting queue, its tokens computed again later) or by ``swap`` (blocks moved
-   to the CPU pool until there is room again);
+1. **running** requests that are decoding each get one token; when the pool cannot hold them
+   all, the most recently arrived request is *preempted*, by ``recompute`` (blocks freed, back
+   to the waiting queue, its tokens computed again later) or by ``swap`` (blocks moved to the
+   CPU pool until there is room again);
 2. **swapped** requests come back when they fit (never in a step that preempted);
-3. **waiting** requests are *prefilled* while blocks, ``max_num_seqs`` and
-   ``max_num_batched_tokens`` allow, keeping the watermark free so running requests can grow.
-   Prefix-cache hits shorten the prefill.
+3. **prefills** take what is left of the budget, in arrival order: first requests part-way
+   through their prompt, then waiting ones, keeping the watermark free so running requests can
+   grow. Prefix-cache hits shorten a prefill and never count against the budget.
 
-A request is a :class:`~pagedlab.sequence_group.SequenceGroup`: one sequence, ``n`` parallel samples or
-``beam_width`` beams. One step, as the simulator and the engine run it::
+Without chunked prefill (the paper's scheduler, lessons 03-05) a prompt is prefilled whole or
+waits. With ``enable_chunked_prefill`` (vLLM V1's default) each prefill takes
+``min(prompt tokens left, budget left)``: a long prompt is spread over several steps while the
+decodes keep running, and samples its first token after its last chunk.
+
+A request is a :class:`~pagedlab.sequence_group.SequenceGroup`: one sequence, ``n`` parallel
+samples or ``beam_width`` beams. One step, as the simulator and the engine run it::
 
     out = scheduler.schedule()
     # copy out.blocks_to_copy, then swap out.blocks_to_swap_out, then out.blocks_to_swap_in;
-    # run the model on out.prefills and out.decodes, sample each one's next token(s)
-    finished_groups = scheduler.update(next_tokens)   # one entry per out.scheduled sequence
+    # run the model on out.num_scheduled_tokens[seq.seq_id] new tokens of each out.scheduled seq;
+    # sample a next token for each sequence of out.sampled
+    result = scheduler.update(next_tokens)   # result.finished, result.forked
 
 See notebooks/05_scheduling.ipynb.
 """
@@ -25,43 +32,93 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from dataclasses import dataclass, field
 
-from .sequence_group import SchedulerOutput, SequenceGroup, positive_int
 from .blocks import BlockManager
-from .errors import InvalidConfig, OutOfBlocks
+from .errors import InvalidConfig, OutOfBlocks, check_choice, check_int
 from .sequence import Sequence, SequenceStatus
+from .sequence_group import SequenceGroup, is_token
 
-__all__ = ["Scheduler", "SchedulerOutput", "SequenceGroup", "PREEMPTION_MODES"]
+__all__ = ["Scheduler", "SchedulerOutput", "UpdateOutput", "SequenceGroup", "PREEMPTION_MODES"]
 
 PREEMPTION_MODES = ("recompute", "swap")
+
+
+@dataclass
+class SchedulerOutput:
+    """What to do this step. Apply block copies, then swap-outs, then swap-ins, then run.
+
+    ``num_scheduled_tokens[seq_id]`` new tokens run for each sequence of ``scheduled``: its
+    positions ``seq.num_computed_tokens - n .. seq.num_computed_tokens - 1`` (a prompt chunk, or
+    1 for a decode). ``scheduled`` is ``prefills`` then ``decodes``. ``sampled`` are the
+    sequences that produce a next token (all but prefills with prompt chunks still to come), the
+    order ``update`` expects tokens in; ``groups`` are their requests, in that order.
+    Block pairs: ``blocks_to_copy`` (src, dst) GPU copies from copy-on-write in the last update,
+    ``blocks_to_swap_out`` (gpu, cpu), ``blocks_to_swap_in`` (cpu, gpu).
+    """
+
+    prefills: list[Sequence] = field(default_factory=list)
+    decodes: list[Sequence] = field(default_factory=list)
+    scheduled: list[Sequence] = field(default_factory=list)
+    sampled: list[Sequence] = field(default_factory=list)
+    groups: list[SequenceGroup] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+    swapped_in: list[Sequence] = field(default_factory=list)
+    swapped_out: list[Sequence] = field(default_factory=list)
+    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
+    blocks_to_swap_out: list[tuple[int, int]] = field(default_factory=list)
+    blocks_to_swap_in: list[tuple[int, int]] = field(default_factory=list)
+    num_scheduled_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> new tokens
+    num_batched_tokens: int = 0   # sum of num_scheduled_tokens: prefill chunks + one per decode
+
+    @property
+    def num_seqs(self) -> int:
+        """Sequences in this step's batch."""
+        return len(self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class UpdateOutput:
+    """What ``Scheduler.update`` did: requests now done, and sequences born by forking."""
+
+    finished: list[SequenceGroup] = field(default_factory=list)
+    forked: dict[int, list[Sequence]] = field(default_factory=dict)  # request id -> new sequences
 
 
 class Scheduler:
     """Continuous batching over a :class:`~pagedlab.BlockManager`, first come first served.
 
-    ``max_num_seqs`` caps the sequences in a batch; ``max_num_batched_tokens`` the tokens computed
-    in one step (a prompt longer than the budget left runs alone); ``preemption`` is
-    ``"recompute"`` or ``"swap"``. Forked sequences get ids from ``first_child_id`` up.
-    See notebooks/05_scheduling.ipynb.
+    ``max_num_seqs`` caps the sequences in a batch; ``max_num_batched_tokens`` the tokens
+    computed in one step; ``preemption`` is ``"recompute"`` or ``"swap"``;
+    ``enable_chunked_prefill`` lets prompts be prefilled in budget-sized chunks. With chunked
+    prefill the budget may be below ``max_num_seqs``: then at most ``max_num_batched_tokens``
+    sequences run at once, so every running decode still gets its token each step. Forked
+    sequences get ids from ``first_child_id`` up. See notebooks/05_scheduling.ipynb.
     """
 
     def __init__(self, block_manager: BlockManager, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 4096, preemption: str = "recompute",
-                 first_child_id: int = 1_000_000):
+                 enable_chunked_prefill: bool = False, first_child_id: int = 1_000_000):
         if not isinstance(block_manager, BlockManager):
             raise TypeError(f"Scheduler needs a pagedlab.BlockManager, got {type(block_manager).__name__}")
-        positive_int("max_num_seqs", max_num_seqs)
-        positive_int("max_num_batched_tokens", max_num_batched_tokens)
-        if max_num_batched_tokens < max_num_seqs:
+        check_int("max_num_seqs", max_num_seqs, 1)
+        check_int("max_num_batched_tokens", max_num_batched_tokens, 1)
+        check_choice("preemption", preemption, PREEMPTION_MODES)
+        if max_num_batched_tokens < max_num_seqs and not enable_chunked_prefill:
             raise InvalidConfig(f"max_num_batched_tokens={max_num_batched_tokens} is below "
                                 f"max_num_seqs={max_num_seqs}: a full batch of decodes would not "
-                                "fit; raise it")
-        if preemption not in PREEMPTION_MODES:
-            raise InvalidConfig(f"preemption must be one of {PREEMPTION_MODES}, got {preemption!r}")
+                                "fit; raise it (or enable_chunked_prefill=True, which then runs "
+                                "at most max_num_batched_tokens sequences at once)")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.preemption = preemption
+        self.enable_chunked_prefill = bool(enable_chunked_prefill)
+        self.max_running_seqs = min(max_num_seqs, max_num_batched_tokens)
         self.first_child_id = first_child_id
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
@@ -104,19 +161,19 @@ class Scheduler:
             raise InvalidConfig(f"sequence {seq.seq_id} has no tokens: a prompt needs at least one")
         group = SequenceGroup(seq.seq_id, [seq], n=n, beam_width=beam_width,
                               max_new_tokens=max_new_tokens)
-        if group.fan_out > self.max_num_seqs:
-            raise InvalidConfig(f"request {seq.seq_id} runs {group.fan_out} sequences but "
-                                f"max_num_seqs={self.max_num_seqs}: raise max_num_seqs")
-        if len(seq.token_ids) > self.max_num_batched_tokens:
+        if group.fan_out > self.max_running_seqs:
+            raise InvalidConfig(f"request {seq.seq_id} runs {group.fan_out} sequences but at "
+                                f"most {self.max_running_seqs} run at once (max_num_seqs="
+                                f"{self.max_num_seqs}, max_num_batched_tokens="
+                                f"{self.max_num_batched_tokens}): raise them")
+        if len(seq.token_ids) > self.max_num_batched_tokens and not self.enable_chunked_prefill:
             raise InvalidConfig(f"prompt of {len(seq.token_ids)} tokens exceeds "
-                                f"max_num_batched_tokens={self.max_num_batched_tokens}: raise it")
+                                f"max_num_batched_tokens={self.max_num_batched_tokens}: raise it, "
+                                "or enable_chunked_prefill=True to prefill it in chunks")
         self._check_fits(group, self._blocks_to_admit(group, cache_hits=False))
         if max_new_tokens is not None:
             self._check_fits(group, group.blocks_at_end(self.block_manager.block_size), grow=True)
         return group
-
-    def _new_seq_id(self) -> int:
-        return next(self._child_ids)
 
     def has_unfinished(self) -> bool:
         """Whether any request is still waiting, running or swapped out."""
@@ -127,15 +184,42 @@ class Scheduler:
         return self._groups[seq_id]
 
     # ------------------------------------------------------------------ blocks
-    def _blocks_to_admit(self, group: SequenceGroup, cache_hits: bool = True) -> int:
-        """Free blocks a waiting group needs to be prefilled and grow once.
+    def _blocks_to_grow(self, group: SequenceGroup, on_gpu: bool = False) -> int:
+        """Most blocks the group's next token can take (net of the beams it drops).
+
+        A sequence whose last block is full (or shared) needs a new one. A fork needs a copy of
+        its parent's partly filled last block, but each dropped beam first frees its own last
+        block, so forking only adds room for the sequences the group may grow by.
+        """
+        bm, size = self.block_manager, self.block_manager.block_size
+        need = sum(1 for seq in group.seqs if len(seq.token_ids) % size == 0
+                   or (on_gpu and bm.ref_count(seq.block_table[-1]) > 1))
+        return need + (group.fan_out - len(group.seqs) if group.can_fork else 0)
+
+    def _decode_need(self, group: SequenceGroup) -> int:
+        """Blocks a decoding group takes this step: its last token's block if a prefill stopped
+        one token short of a block boundary, then room for the token it samples."""
+        size = self.block_manager.block_size
+        missing = sum(1 for seq in group.seqs if len(seq.block_table) * size < len(seq.token_ids))
+        return missing + self._blocks_to_grow(group, on_gpu=True)
+
+    def _blocks_to_admit(self, group: SequenceGroup, cache_hits: bool = True,
+                         num_tokens: list[int | None] | None = None) -> int:
+        """Free blocks a waiting group needs for its first ``num_tokens`` positions (default:
+        all) and, when that completes its prompt, to grow once.
 
         With ``cache_hits`` prefix-cache hits on live blocks are not counted (they are shared, not
         taken); without, the answer is what the group needs even if the cache were empty.
         """
-        bm = self.block_manager
-        needed = bm.blocks_to_allocate if cache_hits else bm.blocks_needed
-        return sum(needed(seq) for seq in group.seqs) + group.blocks_to_grow(self.block_manager)
+        bm, size = self.block_manager, self.block_manager.block_size
+        num_tokens = num_tokens or [None] * len(group.seqs)
+        if cache_hits:
+            blocks = sum(bm.blocks_to_allocate(seq, n) for seq, n in zip(group.seqs, num_tokens))
+        else:
+            blocks = sum(-(-(n or len(seq.token_ids)) // size)
+                         for seq, n in zip(group.seqs, num_tokens))
+        completes = all(n in (None, len(seq.token_ids)) for seq, n in zip(group.seqs, num_tokens))
+        return blocks + (self._blocks_to_grow(group) if completes else 0)
 
     def _check_fits(self, group: SequenceGroup, blocks: int, grow: bool = False) -> None:
         """Raise if the request needs more blocks than the pool could ever give it."""
@@ -160,7 +244,7 @@ class Scheduler:
         self.num_preemptions += 1
         out.preempted.extend(group.seqs)
         # Recomputing a request of several sequences would lose the blocks they share, so
-        # (as in vLLM) such a request is swapped in both modes while the CPU pool has room.
+        # (as in vLLM V0) such a request is swapped in both modes while the CPU pool has room.
         if (self.preemption == "swap" or len(group.seqs) > 1) and bm.can_swap_out(group.seqs):
             out.blocks_to_swap_out.extend(bm.swap_out(group.seqs))
             out.swapped_out.extend(group.seqs)
@@ -175,7 +259,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ schedule
     def schedule(self) -> SchedulerOutput:
-        """Build this step's batch: decodes for running requests, then swap-ins, then prefills.
+        """Build this step's batch: decodes, then swap-ins, then prefills (chunks) in the budget.
 
         Raises OutOfBlocks (nothing changed) when the next request could never fit the pool.
         """
@@ -185,7 +269,7 @@ class Scheduler:
         bm = self.block_manager
         if self.swapped:  # hopeless heads fail before anything moves
             head = self.swapped[0]
-            self._check_fits(head, head.num_distinct_blocks() + head.blocks_to_grow(bm))
+            self._check_fits(head, head.num_distinct_blocks() + self._blocks_to_grow(head))
         if self.waiting:
             self._check_fits(self.waiting[0], self._blocks_to_admit(self.waiting[0], cache_hits=False))
         out = SchedulerOutput(blocks_to_copy=self._pending_copies)
@@ -193,12 +277,24 @@ class Scheduler:
         self._pending_copies = []  # only now: _schedule_running may still raise
         if not out.preempted:  # a step that preempted admits nobody: the pool is short
             reserved = self._schedule_swapped(out, kept, reserved)
-        for group in kept:
-            out.decodes.extend(group.seqs)
+        decoding = [group for group in kept if not group.is_prefilling]
+        size = bm.block_size
+        for group in decoding:
+            for seq in group.seqs:
+                out.decodes.append(seq)
+                out.num_scheduled_tokens[seq.seq_id] = 1
+                if len(seq.block_table) * size < len(seq.token_ids):
+                    bm.extend(seq, len(seq.token_ids))  # reserved above by _decode_need
+                seq.num_computed_tokens = len(seq.token_ids)  # by this step
         out.num_batched_tokens = len(out.decodes)
-        admitted = [] if out.preempted or self.swapped else self._schedule_waiting(out, reserved)
-        out.groups = admitted + kept
+        num_seqs = sum(group.num_seqs_after_step for group in kept)
+        completing, reserved = self._schedule_partial_prefills(out, kept, reserved)
+        admitted, completed = ([], []) if out.preempted or self.swapped else \
+            self._schedule_waiting(out, reserved, num_seqs)
+        completing += completed
         out.scheduled = out.prefills + out.decodes
+        out.groups = completing + decoding
+        out.sampled = [seq for group in out.groups for seq in group.seqs]
         if admitted and kept and admitted[0].order < kept[-1].order:
             self.running = sorted(kept + admitted, key=lambda g: g.order)  # a recomputed one
         else:
@@ -212,7 +308,11 @@ class Scheduler:
         return out
 
     def _schedule_running(self, out: SchedulerOutput) -> tuple[list[SequenceGroup], int]:
-        """Room for every running request's next token, oldest first; preempt the newest."""
+        """Room for every decoding request's next token, oldest first; preempt the newest.
+
+        Requests part-way through their prompt are kept (their next chunk comes later, from the
+        budget that is left) but may be preempted like any other.
+        """
         bm, queue, kept, reserved = self.block_manager, self.running, [], 0
         lo, hi = 0, len(queue)
         size, free = bm.block_size, bm.num_free_blocks
@@ -220,9 +320,16 @@ class Scheduler:
             group = queue[lo]
             lo += 1
             if group.fan_out == 1:  # the common case, kept lean: a new block when the last is full
-                need = 0 if len(group.seqs[0].token_ids) % size else 1
+                seq = group.seqs[0]
+                length = len(seq.token_ids)
+                if seq.num_computed_tokens < length - 1:
+                    need = 0  # still prefilling: its next chunk comes from the budget left
+                elif len(seq.block_table) * size < length:
+                    need = self._decode_need(group)  # a prefill that stopped one token short
+                else:
+                    need = 0 if length % size else 1
             else:
-                need = group.blocks_to_grow(bm, on_gpu=True)
+                need = 0 if group.is_prefilling else self._decode_need(group)
             if need > free - reserved:  # could it grow with the whole pool to itself?
                 self._check_fits(group, group.num_distinct_blocks() + need, grow=True)
                 while need > free - reserved:
@@ -248,8 +355,9 @@ class Scheduler:
         num_seqs = sum(len(group.seqs) for group in kept)
         while self.swapped:
             group = self.swapped[0]
-            blocks, need = group.num_distinct_blocks(), group.blocks_to_grow(bm)
-            if (num_seqs + len(group.seqs) > min(self.max_num_seqs, self.max_num_batched_tokens)
+            blocks = group.num_distinct_blocks()
+            need = 0 if group.is_prefilling else self._decode_need(group)
+            if (num_seqs + len(group.seqs) > self.max_running_seqs
                     or blocks + need > bm.num_free_blocks - reserved - bm.watermark_blocks):
                 break
             self.swapped.popleft()
@@ -262,36 +370,109 @@ class Scheduler:
             num_seqs += len(group.seqs)
         return reserved
 
-    def _schedule_waiting(self, out: SchedulerOutput, reserved: int) -> list[SequenceGroup]:
-        """Prefill waiting requests, first come first served, while blocks and limits allow."""
-        bm, admitted = self.block_manager, []
-        num_seqs = len(out.decodes)
+    def _chunks(self, group: SequenceGroup, budget: int,
+                computed: list[int]) -> list[int] | None:
+        """New tokens each sequence of a prefilling group computes now, or None if it must wait.
+
+        Whole prompts without chunked prefill. With it, each sequence takes what is left of the
+        budget; the sequences of a request of several (recomputed samples or beams) stop one
+        token short, so that they all compute their last token, and sample, in one step.
+        """
+        left = [len(seq.token_ids) - done for seq, done in zip(group.seqs, computed)]
+        if not self.enable_chunked_prefill:
+            return left if sum(left) <= budget else None
+        if len(group.seqs) > 1:
+            left = [n - 1 for n in left]
+        chunks = []
+        for n in left:
+            chunks.append(min(n, budget))
+            budget -= chunks[-1]
+        return chunks if sum(chunks) else None
+
+    def _schedule_partial_prefills(self, out: SchedulerOutput, kept: list,
+                                   reserved: int) -> tuple[list[SequenceGroup], int]:
+        """The next chunk of each running request part-way through its prompt, oldest first."""
+        bm, size, completing = self.block_manager, self.block_manager.block_size, []
+        for group in kept:
+            if not group.is_prefilling:
+                continue
+            chunks = self._chunks(group, self.max_num_batched_tokens - out.num_batched_tokens,
+                                  [seq.num_computed_tokens for seq in group.seqs])
+            if chunks is None:
+                break
+            ends = [seq.num_computed_tokens + n for seq, n in zip(group.seqs, chunks)]
+            blocks = sum(max(0, -(-end // size) - len(seq.block_table))
+                         for seq, end in zip(group.seqs, ends))
+            completes = all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends))
+            grow = self._blocks_to_grow(group) if completes else 0
+            room = bm.num_free_blocks - reserved
+            if blocks + grow > room and len(group.seqs) == 1:  # a shorter chunk that fits
+                seq = group.seqs[0]
+                ends = [min(ends[0], len(seq.token_ids) - 1,
+                            (len(seq.block_table) + room) * size)]
+                blocks, completes, grow = max(0, -(-ends[0] // size) - len(seq.block_table)), False, 0
+                chunks = [ends[0] - seq.num_computed_tokens]
+                if chunks[0] <= 0 or not self.enable_chunked_prefill:
+                    break
+            if blocks + grow > room:
+                break
+            for seq, end, n in zip(group.seqs, ends, chunks):
+                if n:
+                    bm.extend(seq, end)
+                    out.prefills.append(seq)
+                    out.num_scheduled_tokens[seq.seq_id] = n
+                    out.num_batched_tokens += n
+            reserved += grow
+            if completes:
+                completing.append(group)
+        return completing, reserved
+
+    def _schedule_waiting(self, out: SchedulerOutput, reserved: int,
+                          num_seqs: int) -> tuple[list[SequenceGroup], list[SequenceGroup]]:
+        """Prefill waiting requests (their first chunk), first come first served, while the
+        budget, the blocks and ``max_num_seqs`` allow. Returns the admitted requests and those
+        of them whose whole prompt runs now."""
+        bm, admitted, completing = self.block_manager, [], []
         while self.waiting:
             group = self.waiting[0]
-            seqs_after = group.fan_out if group.can_fork else len(group.seqs)
-            prompt_tokens = sum(len(seq.token_ids) for seq in group.seqs)
-            if (num_seqs + seqs_after > self.max_num_seqs
-                    or (out.num_batched_tokens
-                        and out.num_batched_tokens + prompt_tokens > self.max_num_batched_tokens)
-                    or self._blocks_to_admit(group) > bm.num_free_blocks - reserved
-                    - bm.watermark_blocks):
+            budget = self.max_num_batched_tokens - out.num_batched_tokens
+            if num_seqs + group.num_seqs_after_step > self.max_running_seqs or budget <= 0:
+                break
+            cached = [bm.cached_prefix_tokens(seq) for seq in group.seqs]
+            chunks = self._chunks(group, budget, cached)
+            if chunks is None and not self.enable_chunked_prefill and not out.num_batched_tokens:
+                chunks = [len(seq.token_ids) - hit for seq, hit in zip(group.seqs, cached)]
+            ends = [hit + n for hit, n in zip(cached, chunks or ())]
+            # every sequence of the request gets blocks now: a chunk, or all it needs but its
+            # last token (a request of several that the prefix cache holds almost whole)
+            if chunks is None or any(end == 0 or (n == 0 and end < len(seq.token_ids) - 1)
+                                     for seq, n, end in zip(group.seqs, chunks, ends)):
+                break
+            if self._blocks_to_admit(group, num_tokens=ends) > bm.num_free_blocks - reserved \
+                    - bm.watermark_blocks:
                 break
             self.waiting.popleft()
-            reserved += group.blocks_to_grow(bm)
-            for seq in group.seqs:
-                seq.num_cached_tokens = bm.allocate(seq)
+            for seq, end in zip(group.seqs, ends):
+                seq.num_cached_tokens = bm.allocate(seq, end)
                 seq.status = SequenceStatus.RUNNING
-                out.num_batched_tokens += len(seq.token_ids) - seq.num_cached_tokens
-                out.prefills.append(seq)
+                n = end - seq.num_cached_tokens
+                if n:
+                    out.prefills.append(seq)
+                    out.num_scheduled_tokens[seq.seq_id] = n
+                    out.num_batched_tokens += n
+            if all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends)):
+                reserved += self._blocks_to_grow(group)
+                completing.append(group)
             admitted.append(group)
-            num_seqs += seqs_after
-        return admitted
+            num_seqs += group.num_seqs_after_step
+        return admitted, completing
 
     # ------------------------------------------------------------------ update
-    def update(self, next_tokens: list, finished=()) -> list[SequenceGroup]:
-        """Append the tokens the model produced for the last step; returns requests now done.
+    def update(self, next_tokens: list, finished=()) -> UpdateOutput:
+        """Append the tokens the model produced for the last step; returns what finished and
+        which sequences were born by forking.
 
-        ``next_tokens[i]`` belongs to ``out.scheduled[i]``: one token id, or a list of token ids
+        ``next_tokens[i]`` belongs to ``out.sampled[i]``: one token id, or a list of token ids
         to fork the sequence into that many (parallel samples on their first token; beams at
         any step), or ``[]`` to drop the sequence (a beam that fell out). ``finished`` holds
         seq ids that end after this token (e.g. end-of-text). Block copies that appending
@@ -300,15 +481,15 @@ class Scheduler:
         out = self._last
         if out is None:
             raise InvalidConfig("nothing is scheduled: call schedule() before update()")
-        if len(next_tokens) != len(out.scheduled):
-            raise InvalidConfig(f"got {len(next_tokens)} next tokens for {len(out.scheduled)} "
-                                "scheduled sequences: give one entry per out.scheduled sequence")
+        if len(next_tokens) != len(out.sampled):
+            raise InvalidConfig(f"got {len(next_tokens)} next tokens for {len(out.sampled)} "
+                                "sampled sequences: give one entry per out.sampled sequence")
         finished = set(finished)
         if not set(map(type, next_tokens)) <= {int} or finished:
             self._validate(out, next_tokens, finished)
         self._last = None
-        bm = self.block_manager
-        append, copies, done = bm.append_token, self._pending_copies, []
+        bm, result = self.block_manager, UpdateOutput()
+        append, copies = bm.append_token, self._pending_copies
         i = 0
         for group in out.groups:
             seqs = group.seqs
@@ -319,27 +500,63 @@ class Scheduler:
                 if copy is not None:
                     copies.append(copy)
                 if len(seq.token_ids) >= group.stop_len or seq.seq_id in finished:
-                    group.finish(seq, bm)
-                    del self._groups[seq.seq_id]
+                    self._finish(group, seq)
                 group.started = True
             else:
-                new_copies, born, gone = group.advance(next_tokens[i:i + len(seqs)], bm,
-                                                       self._new_seq_id, finished)
+                born = self._advance(group, next_tokens[i:i + len(seqs)], finished)
                 i += len(seqs)
-                copies += new_copies
-                for seq in born:
-                    self._groups[seq.seq_id] = group
-                for seq in gone:
-                    del self._groups[seq.seq_id]
+                if born:
+                    result.forked[group.request_id] = born
             if not group.seqs:
-                done.append(group)
-        if done:
+                result.finished.append(group)
+        if result.finished:
             self.running = [group for group in self.running if group.seqs]
-        return done
+        return result
+
+    def _finish(self, group: SequenceGroup, seq: Sequence) -> None:
+        """A live sequence is done: free its blocks, keep it in ``group.finished_seqs``."""
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        group.finished_seqs.append(seq)
+        group.seqs = [s for s in group.seqs if s is not seq]
+        del self._groups[seq.seq_id]
+
+    def _advance(self, group: SequenceGroup, tokens: list, finished: set) -> list[Sequence]:
+        """Apply one step's tokens to a group: drop, then fork, then append. Returns the
+        sequences born by forking."""
+        bm, plan = self.block_manager, []
+        for seq, token in zip(group.seqs, tokens):  # drop first: their blocks come back
+            if is_token(token):
+                plan.append((seq, [token]))
+            elif token:
+                plan.append((seq, list(token)))
+            else:
+                bm.free(seq)
+                seq.status = SequenceStatus.FINISHED
+                del self._groups[seq.seq_id]
+        appends, born = [], []
+        for seq, choices in plan:  # fork every child before appending: copies happen on append
+            appends.append((seq, choices[0]))
+            for token in choices[1:]:
+                child = bm.fork(seq, next(self._child_ids))
+                child.status = SequenceStatus.RUNNING
+                self._groups[child.seq_id] = group
+                born.append(child)
+                appends.append((child, token))
+        for seq, token in appends:
+            copy = bm.append_token(seq, token)
+            if copy is not None:
+                self._pending_copies.append(copy)
+        group.seqs = [seq for seq, _ in appends]
+        for seq in list(group.seqs):
+            if len(seq.token_ids) >= group.stop_len or seq.seq_id in finished:
+                self._finish(group, seq)
+        group.started = True
+        return born
 
     def _validate(self, out: SchedulerOutput, next_tokens: list, finished: set) -> None:
         """Check update's input against the batch before changing anything."""
-        unknown = finished - {seq.seq_id for seq in out.scheduled}
+        unknown = finished - {seq.seq_id for seq in out.sampled}
         if unknown:
             raise InvalidConfig(f"finished names sequences not in this step: {sorted(unknown)}")
         i = 0

@@ -26,7 +26,7 @@ class Sequence:
     """
 
     __slots__ = ("seq_id", "token_ids", "prompt_len", "block_table", "status",
-                 "arrival", "num_cached_tokens")
+                 "arrival", "num_cached_tokens", "num_computed_tokens")
 
     def __init__(self, seq_id: int, token_ids: Iterable[int], arrival: float = 0.0):
         token_ids = list(token_ids)
@@ -40,6 +40,10 @@ class Sequence:
         self.status = SequenceStatus.WAITING
         self.arrival = arrival
         self.num_cached_tokens = 0  # tokens found in the prefix cache at the last allocation
+        # Positions whose K/V are in the cache once the step just scheduled has run: a prefill
+        # raises it chunk by chunk; between decode steps it is len - 1 (the newest token's K/V
+        # are computed by the next step).
+        self.num_computed_tokens = 0
 
     def __len__(self) -> int:
         return len(self.token_ids)

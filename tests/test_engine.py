@@ -253,13 +253,13 @@ def test_a_step_on_an_idle_engine_does_nothing(model):
 def test_a_failed_step_leaves_the_engine_usable(model, prompts, monkeypatch):
     engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
     engine.add_request(prompts[0], max_new_tokens=3)
-    real_run = engine._run
+    real_run = engine._batch
 
     def fail_once(*args, **kwargs):
-        monkeypatch.setattr(engine, "_run", real_run)
+        monkeypatch.setattr(engine, "_batch", real_run)
         raise KeyboardInterrupt   # the learner pressed Stop mid-step
 
-    monkeypatch.setattr(engine, "_run", fail_once)
+    monkeypatch.setattr(engine, "_batch", fail_once)
     with pytest.raises(KeyboardInterrupt):
         engine.step()
     assert not engine.has_unfinished_requests()

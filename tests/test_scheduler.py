@@ -40,7 +40,7 @@ def drive(sched, bm, tokens=one_token_each, max_steps=100_000):
         out = sched.schedule()
         assert len(out.scheduled) <= sched.max_num_seqs
         assert out.num_batched_tokens <= sched.max_num_batched_tokens
-        for group in sched.update(tokens(out)):
+        for group in sched.update(tokens(out)).finished:
             done[group.request_id] = group
         check_blocks(bm, sched)
     raise AssertionError("the scheduler did not finish")
@@ -75,7 +75,7 @@ def test_update_can_finish_a_sequence_early_by_its_id():
     seq = prompt(1, 5)
     sched.add(seq, max_new_tokens=50)
     sched.schedule()
-    done = sched.update([3], finished={1})
+    done = sched.update([3], finished={1}).finished
     assert [g.request_id for g in done] == [1] and seq.output_ids == [3]
     assert bm.num_used_blocks == 0
 

@@ -50,6 +50,14 @@ class SimResult:
     memory: str = ""            # which memory manager, in words
     generated_tokens: int = 0   # output tokens of the finished sequences
     busy_steps: int = 0         # the steps the averages cover
+    # Latency, in time_unit: "steps" (each step lasts 1) or "s" (with a StepCost). Means over
+    # the finished requests; TTFT from arrival to the first token, TPOT between later tokens.
+    time_unit: str = "steps"
+    duration: float = 0.0       # the clock at the end
+    mean_ttft: float = 0.0
+    p99_ttft: float = 0.0
+    mean_tpot: float = 0.0
+    normalized_latency: float = 0.0   # mean of (finish - arrival) / output tokens (the paper's)
 
     @property
     def idle(self) -> float:

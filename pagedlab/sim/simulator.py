@@ -18,7 +18,12 @@ served, as the paper's Orca baselines did. After every step the pool is split in
 
 Each is averaged over the busy steps, while some request still waits for memory (the drain at
 the end, when the pool empties because nobody needs it, is left out; see ``SimResult``).
-See notebooks/03_where_memory_goes.ipynb.
+
+Time: without a ``step_cost`` every step lasts one unit and arrivals are counted in steps. With
+a :class:`~pagedlab.sim.latency.StepCost` a step lasts as long as its tokens and K/V reads
+make it, the clock is in seconds, and the result also reports time to first token, time per
+output token and normalized latency. ``enable_chunked_prefill`` schedules prompts in chunks
+(vLLM V1) instead of whole (the paper). See notebooks/03_where_memory_goes.ipynb.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from collections import deque
 from ..blocks import BlockManager
 from .breakdown import SimResult, Timeline, format_table, idle_steps, summarize
 from .contiguous import ContiguousAllocator
-from ..errors import InvalidConfig, OutOfBlocks
+from .latency import Latencies, StepCost, mean, percentile
+from ..errors import InvalidConfig, OutOfBlocks, check_choice, check_int
 from ..scheduler import PREEMPTION_MODES, Scheduler
 from ..sequence import Sequence
 from .workloads import Request
@@ -48,12 +54,14 @@ def _describe(memory) -> str:
 def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator, *, n: int = 1,
              beam_width: int = 1, max_num_seqs: int = 256, preemption: str = "recompute",
              progress: bool = False, max_num_batched_tokens: int = 4096,
+             enable_chunked_prefill: bool = False, step_cost: StepCost | None = None,
              seed: int = 0) -> SimResult:
     """Serve ``requests`` with ``memory`` (a fresh BlockManager or ContiguousAllocator).
 
     ``n`` parallel samples or ``beam_width`` beams per request; ``seed`` drives which beams
-    survive. Steps are the time unit. ``progress`` shows a tqdm bar (never when the environment
-    sets PAGEDLAB_PROGRESS=0, as the tests do). See notebooks/03_where_memory_goes.ipynb.
+    survive. Without ``step_cost`` steps are the time unit; with one, seconds (see the module
+    docstring). ``progress`` shows a tqdm bar (never when the environment sets
+    PAGEDLAB_PROGRESS=0, as the tests do). See notebooks/03_where_memory_goes.ipynb.
     """
     if not all(isinstance(r, Request) for r in requests):
         raise TypeError("requests must be pagedlab.Request objects, e.g. from "
@@ -61,13 +69,16 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
     requests = sorted(requests, key=lambda r: r.arrival)
     if len({r.request_id for r in requests}) != len(requests):
         raise InvalidConfig("request ids must be unique")
-    for name, value in (("n", n), ("beam_width", beam_width), ("max_num_seqs", max_num_seqs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidConfig(f"{name} must be an int >= 1, got {value!r}")
+    for name, value in (("n", n), ("beam_width", beam_width), ("max_num_seqs", max_num_seqs),
+                        ("max_num_batched_tokens", max_num_batched_tokens)):
+        check_int(name, value, 1)
     if n > 1 and beam_width > 1:
         raise InvalidConfig("choose parallel samples (n) or beam search (beam_width), not both")
-    if preemption not in PREEMPTION_MODES:
-        raise InvalidConfig(f"preemption must be one of {PREEMPTION_MODES}, got {preemption!r}")
+    check_choice("preemption", preemption, PREEMPTION_MODES)
+    if step_cost is not None and not isinstance(step_cost, StepCost):
+        raise TypeError(f"step_cost must be a pagedlab.sim.latency.StepCost or None, "
+                        f"got {type(step_cost).__name__}")
+    clock = _Clock(step_cost)
     bar = None
     if progress and os.environ.get("PAGEDLAB_PROGRESS", "1") != "0":
         from tqdm.auto import tqdm
@@ -76,18 +87,38 @@ def simulate(requests: list[Request], memory: BlockManager | ContiguousAllocator
         if isinstance(memory, BlockManager):
             if memory.num_used_blocks or memory.sequences:
                 raise InvalidConfig("the BlockManager already holds sequences: pass a fresh one")
-            return _simulate_paged(requests, memory, n, beam_width, max_num_seqs, preemption,
-                                   max_num_batched_tokens, seed, bar)
+            sched = Scheduler(memory, max_num_seqs=max_num_seqs, preemption=preemption,
+                              max_num_batched_tokens=max_num_batched_tokens,
+                              enable_chunked_prefill=enable_chunked_prefill)
+            return _simulate_paged(requests, sched, n, beam_width, seed, clock, bar)
         if isinstance(memory, ContiguousAllocator):
             if memory.regions:
                 raise InvalidConfig("the ContiguousAllocator already holds regions: pass a fresh one")
             return _simulate_contiguous(requests, memory, max(n, beam_width), max_num_seqs,
-                                        max_num_batched_tokens, bar)
+                                        max_num_batched_tokens, clock, bar)
         raise TypeError(f"memory must be a BlockManager or a ContiguousAllocator, "
                         f"got {type(memory).__name__}")
     finally:
         if bar is not None:
             bar.close()
+
+
+class _Clock:
+    """The simulator's time: one unit per step, or each step's cost in seconds."""
+
+    def __init__(self, step_cost: StepCost | None):
+        self.step_cost, self.now, self.latencies = step_cost, 0.0, Latencies()
+
+    def tick(self, num_batched_tokens: int, num_kv_tokens_read: int) -> None:
+        """The step just run is over."""
+        self.now += 1.0 if self.step_cost is None else \
+            self.step_cost.seconds(num_batched_tokens, num_kv_tokens_read)
+
+    def summary(self) -> dict:
+        lat = self.latencies
+        return dict(time_unit="steps" if self.step_cost is None else "s", duration=self.now,
+                    mean_ttft=mean(lat.ttft()), p99_ttft=percentile(lat.ttft(), 99),
+                    mean_tpot=mean(lat.tpot()), normalized_latency=mean(lat.normalized()))
 
 
 def _beam_tokens(group, rng: random.Random) -> list:
@@ -96,33 +127,33 @@ def _beam_tokens(group, rng: random.Random) -> list:
     return [list(range(1, parents.count(i) + 1)) for i in range(len(group.seqs))]
 
 
-def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, preemption,
-                    max_num_batched_tokens, seed, bar) -> SimResult:
-    sched = Scheduler(bm, max_num_seqs=max_num_seqs, preemption=preemption,
-                      max_num_batched_tokens=max_num_batched_tokens)
+def _simulate_paged(requests, sched: Scheduler, n, beam_width, seed, clock: _Clock,
+                    bar) -> SimResult:
+    bm = sched.block_manager
     size, pool, num_blocks = bm.block_size, bm.num_blocks * bm.block_size, bm.num_blocks
-    rng, fan_out = random.Random(seed), max(n, beam_width)
-    tl = Timeline()
+    rng, fan_out, lat = random.Random(seed), max(n, beam_width), clock.latencies
+    timeline = Timeline()
     finished = generated = step = j = busy_steps = 0
     next_token_id = 1 << 30   # made-up prompt ids, unique to each request
     while j < len(requests) or sched.has_unfinished():
-        while j < len(requests) and requests[j].arrival <= step:
+        while j < len(requests) and requests[j].arrival <= clock.now:
             r = requests[j]
             j += 1
             ids = r.prompt_ids or range(next_token_id, next_token_id + r.prompt_len)
             next_token_id += r.prompt_len
             sched.add(Sequence(r.request_id, ids, arrival=r.arrival), max_new_tokens=r.output_len,
                       n=n, beam_width=beam_width)
+            lat.arrival[r.request_id], lat.output_len[r.request_id] = r.arrival, r.output_len
         if not sched.has_unfinished():  # nothing to do until the next arrival
-            gap = max(1, math.ceil(requests[j].arrival) - step)
-            idle_steps(tl, gap, sched.num_preemptions, paged=True)
-            step += gap
+            _wait_for(requests[j], clock, timeline, sched.num_preemptions, paged=True)
+            step = len(timeline.batch_size)
             continue
         if sched.waiting or sched.swapped:
             busy_steps = step + 1
         out = sched.schedule()
+        starting = [group.request_id for group in out.groups if not group.started]
         if fan_out == 1:
-            tokens = [1] * len(out.scheduled)
+            tokens = [1] * len(out.sampled)
         else:
             tokens = []
             for group in out.groups:
@@ -132,7 +163,11 @@ def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, pre
                     tokens.append(list(range(1, group.n + 1)))
                 else:
                     tokens += [1] * len(group.seqs)
-        done = sched.update(tokens)
+        kv_read = sum(seq.num_computed_tokens for seq in out.scheduled)
+        done = sched.update(tokens).finished
+        clock.tick(out.num_batched_tokens, kv_read)
+        for request_id in starting:
+            lat.first_token[request_id] = clock.now
         # -- measure the pool after the step --
         tokens_held = waste = 0
         for group in sched.running:
@@ -141,49 +176,63 @@ def _simulate_paged(requests, bm: BlockManager, n, beam_width, max_num_seqs, pre
                 tokens_held += length
                 waste += -length % size   # unused tail of the last block (never shared here)
         used = bm.num_used_blocks
-        tl.token_states.append((used * size - waste) / pool)
-        tl.reserved.append(0.0)
-        tl.internal_fragmentation.append(waste / pool)
-        tl.external_fragmentation.append(0.0)
-        tl.usage.append(used / num_blocks)
-        tl.blocks_used.append(used)
-        tl.blocks_unshared.append((tokens_held + waste) // size)
-        tl.batch_size.append(len(out.scheduled))
-        tl.waiting.append(len(sched.waiting) + len(sched.swapped))
-        tl.finished.append(len(done))
-        tl.preemptions.append(sched.num_preemptions)
+        timeline.token_states.append((used * size - waste) / pool)
+        timeline.reserved.append(0.0)
+        timeline.internal_fragmentation.append(waste / pool)
+        timeline.external_fragmentation.append(0.0)
+        timeline.usage.append(used / num_blocks)
+        timeline.blocks_used.append(used)
+        timeline.blocks_unshared.append((tokens_held + waste) // size)
+        timeline.batch_size.append(len(out.scheduled))
+        timeline.waiting.append(len(sched.waiting) + len(sched.swapped))
+        timeline.finished.append(len(done))
+        timeline.preemptions.append(sched.num_preemptions)
         for group in done:
             generated += sum(len(seq.token_ids) - seq.prompt_len for seq in group.finished_seqs)
+            lat.finish[group.request_id] = clock.now
         finished += len(done)
         if bar is not None and done:
             bar.update(len(done))
         step += 1
     hit_rate = bm.prefix_hit_tokens / bm.prefix_query_tokens if bm.prefix_query_tokens else 0.0
-    return summarize(tl, busy_steps, finished=finished, preemptions=sched.num_preemptions,
-                   prefix_hit_rate=hit_rate, memory=_describe(bm), generated_tokens=generated)
+    return summarize(timeline, busy_steps, finished=finished, preemptions=sched.num_preemptions,
+                     prefix_hit_rate=hit_rate, memory=_describe(bm), generated_tokens=generated,
+                     **clock.summary())
+
+
+def _wait_for(request: Request, clock: _Clock, timeline: Timeline, preemptions: int,
+              paged: bool) -> None:
+    """Nothing runs until ``request`` arrives: idle steps, or (with a step cost) idle time."""
+    if clock.step_cost is not None:
+        clock.now = max(clock.now, request.arrival)
+        return
+    gap = max(1, math.ceil(request.arrival) - round(clock.now))
+    idle_steps(timeline, gap, preemptions, paged=paged)
+    clock.now += gap
 
 
 def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_seqs,
-                         max_num_batched_tokens, bar) -> SimResult:
-    pool = alloc.num_token_slots
-    tl = Timeline()
+                         max_num_batched_tokens, clock: _Clock, bar) -> SimResult:
+    pool, lat = alloc.num_token_slots, clock.latencies
+    timeline = Timeline()
     waiting: deque[Request] = deque()
     ends: list[tuple[int, int, Request]] = []   # heap of (last step, admission order, request)
     tokens_held = num_running = 0               # over running sequences
     finished = generated = step = j = order = busy_steps = 0
     while j < len(requests) or waiting or ends:
-        while j < len(requests) and requests[j].arrival <= step:
+        while j < len(requests) and requests[j].arrival <= clock.now:
             waiting.append(requests[j])
+            lat.arrival[requests[j].request_id] = requests[j].arrival
+            lat.output_len[requests[j].request_id] = requests[j].output_len
             j += 1
         if not waiting and not ends:
-            gap = max(1, math.ceil(requests[j].arrival) - step)
-            idle_steps(tl, gap, 0, paged=False)
-            step += gap
+            _wait_for(requests[j], clock, timeline, 0, paged=False)
+            step = len(timeline.batch_size)
             continue
         if waiting:
             busy_steps = step + 1
         # -- admit first come first served while the head's regions fit --
-        prefill_tokens = 0
+        prefill_tokens, starting = 0, []
         while waiting and num_running + fan_out <= max_num_seqs:
             r = waiting[0]
             if prefill_tokens and prefill_tokens + r.prompt_len > max_num_batched_tokens:
@@ -209,12 +258,16 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
                 break
             waiting.popleft()
             prefill_tokens += r.prompt_len
+            starting.append(r.request_id)
             heapq.heappush(ends, (step + r.output_len - 1, order, r))
             order += 1
             tokens_held += fan_out * r.prompt_len
             num_running += fan_out
         # -- every running sequence gains a token; those at their final length leave --
         batch = num_running
+        clock.tick(prefill_tokens + batch - fan_out * len(starting), tokens_held)
+        for request_id in starting:
+            lat.first_token[request_id] = clock.now
         tokens_held += batch
         done = 0
         while ends and ends[0][0] <= step:
@@ -224,24 +277,25 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
             tokens_held -= fan_out * (r.prompt_len + r.output_len)
             num_running -= fan_out
             generated += fan_out * r.output_len
+            lat.finish[r.request_id] = clock.now
             done += 1
         # -- measure the pool after the step --
         head = alloc.region_size(waiting[0].prompt_len, waiting[0].output_len) if waiting else None
-        tl.token_states.append(tokens_held / pool)
-        tl.reserved.append((alloc.num_final_slots - tokens_held) / pool)
-        tl.internal_fragmentation.append((alloc.num_reserved_slots - alloc.num_final_slots) / pool)
-        tl.external_fragmentation.append(alloc.external_fragmentation(head) / pool)
-        tl.usage.append(alloc.usage)
-        tl.batch_size.append(batch)
-        tl.waiting.append(len(waiting))
-        tl.finished.append(done)
-        tl.preemptions.append(0)
+        timeline.token_states.append(tokens_held / pool)
+        timeline.reserved.append((alloc.num_final_slots - tokens_held) / pool)
+        timeline.internal_fragmentation.append((alloc.num_reserved_slots - alloc.num_final_slots) / pool)
+        timeline.external_fragmentation.append(alloc.external_fragmentation(head) / pool)
+        timeline.usage.append(alloc.usage)
+        timeline.batch_size.append(batch)
+        timeline.waiting.append(len(waiting))
+        timeline.finished.append(done)
+        timeline.preemptions.append(0)
         finished += done
         if bar is not None and done:
             bar.update(done)
         step += 1
-    return summarize(tl, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
-                   memory=_describe(alloc), generated_tokens=generated)
+    return summarize(timeline, busy_steps, finished=finished, preemptions=0, prefix_hit_rate=0.0,
+                     memory=_describe(alloc), generated_tokens=generated, **clock.summary())
 
 
 # ---------------------------------------------------------------------- command line

@@ -123,11 +123,13 @@ class LLMEngine:
             check_choice("backend", backend, _backend.BACKENDS)
         self.model = model.eval()
         self.config = model.config
-        # Resolved once: "torch" serves on a CPU; None lets each kernel call fall back on a GPU.
+        # Resolved once: batched torch serves on a CPU, the Triton kernels on a GPU. Unless
+        # "triton" was insisted on, a kernel that fails on this GPU falls back to torch.
         if backend == "triton":
             _backend.choose("triton", model.device)  # raises here if it cannot run
-        self.backend = "torch" if backend == "torch" or (
-            backend is None and model.device.type != "cuda") else backend
+        on_gpu = model.device.type == "cuda"
+        self.backend = backend or ("triton" if on_gpu else "torch")
+        self._batch_backend = None if backend is None and on_gpu else self.backend
         self.eos_token_id, self.on_step = eos_token_id, on_step
         self._settings = dict(num_blocks=num_blocks, block_size=block_size,
                               enable_prefix_caching=enable_prefix_caching, watermark=watermark,
@@ -247,10 +249,10 @@ class LLMEngine:
             slot_mapping=torch.tensor(slots, device=device),  # (num_tokens,)
             block_tables=torch.tensor(tables, dtype=torch.int32, device=device),  # (S, max_blocks)
             context_lens=torch.tensor(context_lens, dtype=torch.int32, device=device),  # (S,)
-            query_lens=query_lens, block_size=bm.block_size, backend=self.backend,
+            query_lens=query_lens, block_size=bm.block_size, backend=self._batch_backend,
             max_context_len=max(context_lens),
             logits_rows=torch.tensor([row_of[seq.seq_id] for seq in out.sampled],
-                                     device=device))  # (num_sampled,)
+                                     dtype=torch.long, device=device))  # (num_sampled,)
 
     def _sample(self, sampled: list[Sequence], logits: torch.Tensor):
         """Next token per sampled sequence (a list of n for samples about to fork), and the

@@ -62,21 +62,43 @@ def assert_all_free(engine):
     assert not engine.has_unfinished_requests()
 
 
+@pytest.mark.parametrize("chunked", [True, False])
 @pytest.mark.parametrize("block_size", [4, 16])
 @pytest.mark.parametrize("prefix_caching", [False, True])
 @pytest.mark.parametrize("num_blocks, preemption", [(64, "recompute"), (10, "recompute"),
                                                     (10, "swap")])
 def test_greedy_tokens_equal_hugging_face(model, prompts, hf_tokens, block_size, prefix_caching,
-                                          num_blocks, preemption):
+                                          num_blocks, preemption, chunked):
     # Prompts twice: the copies hit the prefix cache (when on) and crowd the small pools.
     engine = pl.LLMEngine(model, num_blocks=num_blocks * 16 // block_size, block_size=block_size,
-                          enable_prefix_caching=prefix_caching, preemption=preemption)
+                          enable_prefix_caching=prefix_caching, preemption=preemption,
+                          enable_chunked_prefill=chunked)
     out = engine.generate(prompts + prompts[::-1], max_new_tokens=NEW, progress=False)
     assert out == hf_tokens + hf_tokens[::-1]
     if num_blocks == 10:
         assert engine.stats.preemptions > 0  # the small pool really did push requests out
     if prefix_caching and block_size == 4:
         assert engine.stats.prefix_hit_tokens > 0
+    assert_all_free(engine)
+
+
+@pytest.mark.parametrize("budget", [4, 7, 16, 40, 128])  # one block .. several prompts
+@pytest.mark.parametrize("prefix_caching", [False, True])
+@pytest.mark.parametrize("num_blocks, preemption", [(64, "recompute"), (12, "recompute"),
+                                                    (12, "swap")])
+def test_chunked_prefill_serves_hugging_faces_tokens_at_every_budget(
+        model, prompts, hf_tokens, budget, prefix_caching, num_blocks, preemption):
+    engine = pl.LLMEngine(model, num_blocks=num_blocks, block_size=4,
+                          enable_prefix_caching=prefix_caching, preemption=preemption,
+                          enable_chunked_prefill=True, max_num_batched_tokens=budget)
+    out = engine.generate(prompts + prompts[::-1], max_new_tokens=NEW, progress=False)
+    assert out == hf_tokens + hf_tokens[::-1]
+    assert max(step.num_batched_tokens for step in engine.stats.steps) <= budget
+    if budget < max(LENGTHS):  # the longest prompt really was cut into chunks
+        assert any(step.num_prefills and step.num_batched_tokens == budget
+                   for step in engine.stats.steps)
+    if num_blocks == 12:
+        assert engine.stats.preemptions > 0
     assert_all_free(engine)
 
 
@@ -207,6 +229,20 @@ def test_triton_kernels_serve_the_same_tokens(model, prompts):
     engine = pl.LLMEngine(model, num_blocks=16, block_size=4, backend="triton")
     assert engine.generate(prompts[1:3], max_new_tokens=3, progress=False) == \
         pl.naive_generate(model, prompts[1:3], max_new_tokens=3)
+
+
+def test_the_unified_kernel_serves_chunks_cached_prefixes_and_mixed_batches(model, prompts):
+    """A 5-token budget cuts the 13-token prompt into chunks next to running decodes; the
+    repeated prompt starts after a cached prefix. All through the Triton kernels (interpreter)."""
+    if pl.backend.triton_status()["mode"] != "interpreter":
+        pytest.skip("Triton is compiled for the GPU here: test_engine_on_the_gpu covers it")
+    chosen = [prompts[3], prompts[5], prompts[3]]  # 5, 13 and 5 tokens
+    engine = pl.LLMEngine(model, num_blocks=16, block_size=4, backend="triton",
+                          enable_prefix_caching=True, max_num_batched_tokens=5)
+    assert engine.generate(chosen, max_new_tokens=3, progress=False) == \
+        pl.naive_generate(model, chosen, max_new_tokens=3)
+    mixed = [s for s in engine.stats.steps if s.num_prefills and s.num_decodes]
+    assert mixed and engine.stats.prefix_hit_tokens > 0
 
 
 @pytest.mark.gpu

@@ -1,301 +1,437 @@
-"""Hostile or broken submissions earn nothing they did not solve, and grading still finishes.
+"""Hostile submissions, graded as one class with the real ones, under each kind of isolation.
 
-Each test hands the grader an ex01 notebook (the solution or the unsolved exercise) with cells
-added, and checks the verdict of every case.
+Every attack is a course notebook (an unsolved exercise, or its answer cell replaced) with
+cells added by a "student" who controls every byte of it. For each isolation mode (namespace,
+uid) one class run grades them all next to alice (the seven solutions), bob (the seven
+unsolved exercises) and carol (one solution): each attack scores 0, says nothing escaped, and
+the others keep exactly their scores, files and results. An attack prints "ESCAPED: ..." if
+any step of it works, so a test fails loudly the day the boundary leaks.
 """
+import hashlib
 import json
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pagedlab.grading.runner import Limits, grade_notebook
+from pagedlab.grading import command, learner_copy
+from pagedlab.grading.sandbox import FIRST_UID, UID_COUNT
 
 ROOT = Path(__file__).resolve().parent.parent
-SOLUTION = ROOT / "solutions" / "ex01_block_manager.ipynb"
-EXERCISE = ROOT / "exercises" / "ex01_block_manager.ipynb"
-FAST = Limits(case_timeout=3.0, setup_timeout=20.0)
+EXERCISES, SOLUTIONS = ROOT / "exercises", ROOT / "solutions"
+PACKAGE = learner_copy.source_folders()[""]
+BLOCKS, EX05, SANDBOX_PY = PACKAGE / "blocks.py", PACKAGE / "grading" / "ex05.py", PACKAGE / "grading" / "sandbox.py"
+STEM = {path.name[:4]: path.name for path in SOLUTIONS.glob("ex*.ipynb")}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None,
+                                reason="needs root and bubblewrap (make test installs it), as in CI")
 
 
-def submission(tmp_path, base: Path, *cells: str, before_answer: bool = False,
-               replace_answer: str | None = None) -> Path:
-    """ex01 notebook ``base`` with code ``cells`` added after the answer cell (or before it)."""
-    notebook = json.loads(base.read_text())
-    answer = next(i for i, c in enumerate(notebook["cells"])
-                  if "class MyBlockManager" in "".join(c["source"]))
-    if replace_answer is not None:
-        notebook["cells"][answer]["source"] = replace_answer
-    new = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-            "source": text} for text in cells]
-    at = answer if before_answer else answer + 1
-    notebook["cells"][at:at] = new
-    path = tmp_path / "ex01_block_manager.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+def notebook(base: Path, *cells: str, answer: str | None = None) -> dict:
+    """Course notebook ``base`` with its answer cell replaced (``answer``) and ``cells`` added
+    after it. The answer cell defines MyBlockManager, or my_paged_attention."""
+    data = json.loads(base.read_text())
+    at = next(i for i, c in enumerate(data["cells"]) if c["cell_type"] == "code"
+              and ("class MyBlockManager" in "".join(c["source"])
+                   or "def my_paged_attention" in "".join(c["source"])))
+    if answer is not None:
+        data["cells"][at]["source"] = answer
+    data["cells"][at + 1:at + 1] = [{"cell_type": "code", "metadata": {}, "execution_count": None,
+                                     "outputs": [], "source": text} for text in cells]
+    return data
 
 
-def grade(path, limits=FAST):
-    report = grade_notebook(path, limits, seed=1)
-    assert len(report.cases) == 6   # every case is reported, whatever happened
-    return report
+def ex01(*cells: str) -> dict:
+    return notebook(EXERCISES / STEM["ex01"], *cells)
 
 
-def test_printing_a_passing_table_or_results_file_earns_nothing(tmp_path):
-    fake = ("print('ex01: 6/6 cases passed\\n  [PASS] every case')\n"
-            "import json\nprint(json.dumps({'score': 100, 'tests': [{'score': 1, 'max_score': 1}]}))")
-    report = grade(submission(tmp_path, EXERCISE, fake))
-    assert report.score == 0
-    assert "6/6 cases passed" in report.output   # captured, and ignored
+PATCH_DRIVERS = """
+import sys
+fake = lambda objects, data: [{"result": ["ok", None]}] * (len(data["ops"]) + 1)
+for module in list(sys.modules.values()):
+    if hasattr(module, "DRIVERS"):
+        module.DRIVERS["run_script"] = module.run_script = fake
+import pagedlab.grading.judge as judge
+judge.verdict = lambda *args, **kwargs: None
+"""
+FORGE_LINES = """
+import json, os, threading
+def forge():
+    for case in range(6):
+        line = json.dumps({"event": "case", "case": case, "status": "ok", "output": []}) + "\\n"
+        for fd in range(3, 30):
+            try:
+                os.write(fd, line.encode())
+            except OSError:
+                pass
+forge()
+threading.Thread(target=lambda: [forge() for _ in range(50)], daemon=True).start()
+"""
+READ_REFERENCE = """
+import glob, importlib.util, os, sys
+targets = [{blocks!r}]
+for folder in sys.path:                 # an editable install says where the real package is
+    for finder in glob.glob(os.path.join(folder, "__editable__*finder.py")):
+        text = open(finder).read()
+        targets += [os.path.join(part.split("'")[0], "blocks.py") for part in text.split(": '")[1:2]]
+def by_dir_fd(target):
+    folder = os.open(os.path.dirname(target), os.O_RDONLY)
+    return os.read(os.open(os.path.basename(target), os.O_RDONLY, dir_fd=folder), 1 << 20).decode()
+def by_symlink(target):
+    os.symlink(target, "link.py")
+    return open("link.py").read()
+for target in targets:
+    for attempt in (lambda t: open(t).read(), by_dir_fd, by_symlink):
+        try:
+            source = attempt(target)
+        except Exception:
+            continue
+        print("ESCAPED: read", target)
+        namespace = {{"__name__": "pagedlab.stolen", "__package__": "pagedlab"}}
+        exec(source, namespace)
+        MyBlockManager = namespace["BlockManager"]
+"""
+RUN_SOLUTION = """
+import glob, json
+for path in [{solution!r}] + glob.glob({solutions!r} + "/*.ipynb"):
+    try:
+        cells = json.load(open(path))["cells"]
+    except Exception:
+        continue
+    print("ESCAPED: read", path)
+    for cell in cells:
+        if "class MyBlockManager" in "".join(cell["source"]):
+            exec("".join(cell["source"]), globals())
+"""
+ADAPTER = """
+import importlib, pkgutil, torch, pagedlab
+candidates = []
+for info in pkgutil.walk_packages(pagedlab.__path__, "pagedlab."):
+    try:
+        module = importlib.import_module(info.name)
+    except Exception:
+        continue
+    candidates += [getattr(module, n) for n in dir(module) if "attention" in n.lower()]
+def my_paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale=None):
+    for function in candidates:
+        try:
+            out = function(q, k_cache, v_cache, block_tables, context_lens, scale=scale)
+        except Exception:
+            continue
+        if isinstance(out, torch.Tensor) and out.shape == q.shape:
+            print("ESCAPED: pagedlab's", function)
+            return out
+    raise RuntimeError("no pagedlab function computed it")
+"""
+TORCH_ANSWER = """
+import math, torch
+def my_paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale=None):
+    S, H, D = q.shape
+    N, B, KV, _ = k_cache.shape
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    out = torch.empty_like(q)
+    for i in range(S):
+        n = int(context_lens[i])
+        blocks = block_tables[i, : -(-n // B)].long()
+        k = k_cache[blocks].flatten(0, 1)[:n].repeat_interleave(H // KV, dim=1)
+        v = v_cache[blocks].flatten(0, 1)[:n].repeat_interleave(H // KV, dim=1)
+        weights = (torch.einsum("hd,nhd->hn", q[i], k) * scale).softmax(-1)
+        out[i] = torch.einsum("hn,nhd->hd", weights, v)
+    my_paged_decode_kernel[(1,)](out)    # launched "with the result"
+    return out
+"""
+DUMMY_KERNEL = """
+import triton
+import triton.language as tl
+from pagedlab import backend
+
+@triton.jit
+def my_paged_decode_kernel(out_ptr):
+    tl.store(out_ptr, 1.0)
+"""
+FORGE_JSON = """
+import json
+class Forged(json.JSONEncoder):
+    def encode(self, value):
+        return '{"event": "case", "case": 0, "status": "ok", "output": {"shape": [1], "values": [0]}}'
+json.JSONEncoder = Forged
+json.dumps = lambda *args, **kwargs: Forged().encode(None)
+"""
+WRITE_INSTALLED = """
+import os, sys, pagedlab
+mine = os.path.dirname(pagedlab.__file__)
+for path in [{ex05!r}, {sandbox!r}, {blocks!r}, os.path.join(mine, "blocks.py"),
+             os.path.join(mine, "grading", "ex05.py"), sys.modules["drivers"].__file__]:
+    try:
+        with open(path, "a") as file:
+            file.write("\\nfrom pagedlab.sequence import *\\n")
+        print("ESCAPED: wrote", path)
+    except OSError:
+        pass
+"""
+PROC_OF_OTHERS = """
+import os
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        if os.stat(f"/proc/{pid}").st_uid == os.getuid():
+            continue
+    except OSError:
+        continue
+    for what, attempt in (("mem", lambda: open(f"/proc/{pid}/mem", "r+b")),
+                          ("environ", lambda: open(f"/proc/{pid}/environ").read()),
+                          ("stdout", lambda: open(f"/proc/{pid}/fd/1", "w").write("FORGED total: 99/99\\n"))):
+        try:
+            attempt()
+            print("ESCAPED:", what, "of", pid)
+        except OSError:
+            pass
+"""
+BLANK_OTHERS = """
+import glob, os
+roots = {{{klass!r}}}
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        roots.update(a.decode() for a in open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")
+                     if a.endswith(b".ipynb") or a.startswith(b"/tmp/"))   # not all of /usr
+    except OSError:
+        pass
+for root in roots:
+    paths = [root] if root.endswith(".ipynb") else glob.glob(os.path.join(root, "**", "*.ipynb"), recursive=True)
+    for path in paths:
+        try:
+            open(path, "w").close()
+            print("ESCAPED: blanked", path)
+        except OSError:
+            pass
+"""
+DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        for _ in range(300):
+            for path in [{alice!r}, {csv!r}]:
+                try:
+                    open(path, "w").write('{{"score": 100}}')
+                    print("ESCAPED: the daemon wrote", path, flush=True)
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        os._exit(0)
+    os._exit(0)
+"""
+KILL_EVERYONE = """
+import os, signal
+os.kill(-1, signal.SIGKILL)       # everything this process may signal (not itself)
+for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()] + [os.getppid()]:
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            os.kill(pid, signal.SIGKILL)
+            print("ESCAPED: killed", pid)
+    except OSError:
+        pass
+"""
+LITTER = """
+import os
+for folder in ("/tmp", "/dev/shm"):
+    for n in range(5):
+        with open(os.path.join(folder, f"litter-{os.getuid()}-{n}"), "wb") as file:
+            file.write(b"x" * 1000)
+try:
+    with open("/dev/shm/big", "wb") as file:
+        for _ in range(100):
+            file.write(b"x" * (1 << 20))
+    print("ESCAPED: 100 MB in /dev/shm")
+except OSError as error:
+    print("stopped:", error)
+"""
+FLOOD = """
+import os
+line = b"x" * (1 << 20)
+for fd in range(3, 30):
+    try:
+        for _ in range(80):
+            os.write(fd, line)
+    except OSError:
+        pass
+"""
 
 
-def test_sys_exit_at_import_is_reported_and_grading_goes_on(tmp_path):
-    report = grade(submission(tmp_path, EXERCISE, "import sys\nsys.exit(0)"))
-    assert report.score == 0
-    assert any("SystemExit" in note for note in report.notes)
-    assert all("NotImplementedError" in case.got for case in report.cases)
+def lookup_table_answer() -> str:
+    """An ex06 answer that replays check()'s public cases: right on all of them, nothing else."""
+    from pagedlab.grading import ex06, judge
+    cases = ex06.cases(0)
+    table = {json.dumps(case.data["q"]): expected["values"]
+             for case, expected in zip(cases, judge.expected_outputs(ex06, cases))}
+    return (f"import json, torch\nTABLE = json.loads({json.dumps(json.dumps(table))})\n"
+            "def my_paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale=None):\n"
+            "    key = json.dumps([[[round(x, 4) for x in h] for h in s] for s in q.tolist()])\n"
+            "    return torch.tensor(TABLE.get(key, [0.0] * q.numel())).reshape(q.shape)\n")
 
 
-def test_os_exit_at_import_fails_every_case_with_the_reason(tmp_path):
-    report = grade(submission(tmp_path, SOLUTION, "import os\nos._exit(0)"))
-    assert report.score == 0
-    assert all("exited with status 0" in case.got for case in report.cases)
+def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
+    ex06, ex07 = EXERCISES / STEM["ex06"], EXERCISES / STEM["ex07"]
+    return {
+        "m01_patch_drivers": ex01(PATCH_DRIVERS),
+        "m02_forge_lines": ex01(FORGE_LINES),
+        "m03_read_reference": ex01(READ_REFERENCE.format(blocks=str(BLOCKS))),
+        "m04_run_solution": ex01(RUN_SOLUTION.format(solution=str(SOLUTIONS / STEM["ex01"]),
+                                                     solutions=str(SOLUTIONS))),
+        "m05_adapter": notebook(ex06, answer=ADAPTER),
+        "m06_torch_and_dummy_kernel": notebook(ex07, answer=DUMMY_KERNEL + TORCH_ANSWER),
+        "m07_forge_json": notebook(ex07, FORGE_JSON, answer=DUMMY_KERNEL + TORCH_ANSWER),
+        "m08_lookup_table": notebook(ex06, answer=lookup_table_answer()),
+        "m09_write_installed": ex01(WRITE_INSTALLED.format(ex05=str(EX05), sandbox=str(SANDBOX_PY),
+                                                           blocks=str(BLOCKS))),
+        "m10_proc_of_others": ex01(PROC_OF_OTHERS),
+        "m11_blank_others": ex01(BLANK_OTHERS.format(klass=str(klass))),
+        "m12_daemon": ex01(DAEMON.format(alice=str(out / "alice.json"), csv=str(csv))),
+        "m13_kill_everyone": ex01(KILL_EVERYONE),
+        "m14_litter_tmp_and_shm": ex01(LITTER),
+        "m15_flood_results": ex01(FLOOD),
+        "m16_60000_line_cell": notebook(SOLUTIONS / STEM["ex01"], "\n" * 60_000 + "x = 1"),
+    }
 
 
-def test_an_exception_at_import_names_the_cell(tmp_path):
-    report = grade(submission(tmp_path, SOLUTION, "raise RuntimeError('boom')", before_answer=True))
-    assert report.score == 6   # later cells still ran: the answer is defined
-    assert any("RuntimeError: boom" in note for note in report.notes)
-    broken = grade(submission(tmp_path, EXERCISE, "", replace_answer="raise ValueError('no class')"))
-    assert broken.score == 0
-    assert all("defines no MyBlockManager" in c.got and "ValueError" in c.got for c in broken.cases)
+def write_class(klass: Path, out: Path, csv: Path) -> None:
+    for student, sources in (("alice", sorted(SOLUTIONS.glob("ex*.ipynb"))),
+                             ("bob", sorted(EXERCISES.glob("ex*.ipynb"))),
+                             ("carol", [SOLUTIONS / STEM["ex01"]])):
+        (klass / student).mkdir(parents=True)
+        for source in sources:
+            shutil.copy(source, klass / student / source.name)
+    for student, data in attacks(klass, out, csv).items():
+        (klass / student).mkdir()
+        exercise = next(k for k, v in STEM.items() if data["metadata"]["pagedlab"]["exercise"] == k)
+        (klass / student / STEM[exercise]).write_text(json.dumps(data))
 
 
-def test_an_endless_loop_at_import_times_out_and_every_case_says_so(tmp_path):
-    report = grade(submission(tmp_path, SOLUTION, "while True:\n    pass"),
-                   Limits(case_timeout=3.0, setup_timeout=2.0))
-    assert report.score == 0
-    assert all("notebook's code did not finish in 2 s" in case.got for case in report.cases)
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
 
 
-def test_an_endless_loop_times_out_that_case_only(tmp_path):
-    loop = ("def endless(self, seq):\n    while True:\n        pass\n"
-            "MyBlockManager.can_allocate = endless")
-    report = grade(submission(tmp_path, SOLUTION, loop))
-    verdicts = {case.name: case for case in report.cases}
-    timed_out = [c for c in report.cases if "timed out" in c.got]
-    assert [c.name for c in timed_out] == ["can_allocate says whether allocate would succeed",
-                                           "random allocations and frees (seed 1)"]
-    assert report.score == 4 and all(c.passed for c in verdicts.values() if c not in timed_out)
+def sandbox_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        uid = int(fields.get("Uid", "0").split()[0]) if status else 0
+        if FIRST_UID <= uid < FIRST_UID + UID_COUNT and not fields["State"].strip().startswith("Z"):
+            found.append(entry.name)
+    return found
 
 
-def test_os_exit_inside_a_case_fails_that_case_only(tmp_path):
-    die = "import os\nMyBlockManager.can_allocate = lambda self, seq: os._exit(3)"
-    report = grade(submission(tmp_path, SOLUTION, die))
-    assert report.score == 4   # the two cases that call can_allocate
-    assert all("exited with status 3" in c.got for c in report.cases if not c.passed)
+@pytest.fixture(scope="module")
+def python_for_others():
+    """uid mode runs Python as an unprivileged uid. Where the interpreter sits under a 0700
+    folder (pyenv in /root on these machines), let others pass through (not list) it for the
+    tests; Gradescope's image installs Python in /opt and /usr, where this is not needed."""
+    changed = []
+    for parent in Path(os.path.realpath(sys.executable)).parents:
+        mode = parent.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+            changed.append((parent, mode))
+    yield
+    for parent, mode in changed:
+        os.chmod(parent, mode)
 
 
-def test_megabytes_of_output_are_truncated(tmp_path):
-    noisy = ("print('x' * 5_000_000)\n_allocate = MyBlockManager.allocate\n"
-             "def allocate(self, seq):\n    print('y' * 100_000)\n    return _allocate(self, seq)\n"
-             "MyBlockManager.allocate = allocate")
-    report = grade(submission(tmp_path, SOLUTION, noisy))
-    assert report.score == 6
-    assert len(report.output) <= FAST.output_bytes
-    assert any("printed" in note and "keeps the first" in note for note in report.notes)
+@pytest.fixture(scope="module", params=["namespace", "uid"])
+def run(request, tmp_path_factory, python_for_others):
+    """One class run: the results per student, and what the run printed."""
+    base = tmp_path_factory.mktemp(request.param)
+    klass, out, csv = base / "class", base / "results", base / "grades.csv"
+    write_class(klass, out, csv)
+    before = digest(klass)
+    stdout = base / "stdout.txt"
+    saved = os.dup(1)
+    with open(stdout, "w") as file:
+        os.dup2(file.fileno(), 1)
+        sys.stdout = os.fdopen(os.dup(1), "w", buffering=1)
+        try:
+            status = command.main([str(klass), "--isolation", request.param, "--jobs", "2",
+                                   "--json-dir", str(out), "--csv", str(csv)])
+        finally:
+            sys.stdout.flush()
+            sys.stdout = sys.__stdout__
+            os.dup2(saved, 1)
+    left = sandbox_processes()
+    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    time.sleep(1.0)     # long enough for a surviving daemon to act
+    return {"mode": request.param, "status": status, "results": results, "left": left,
+            "printed": stdout.read_text(), "klass": klass, "before": before, "out": out,
+            "csv": csv}
 
 
-@pytest.mark.parametrize("patch", [
-    "pl.check = lambda *args, **kwargs: print('all passed')",
-    "import pagedlab.grading.judge as judge\njudge.verdict = lambda *a, **k: None",
-    "import pagedlab.grading.blockdriver as driver\ndriver.run_script = lambda *a, **k: []",
-    "import pagedlab.errors\npagedlab.errors.OutOfBlocks = Exception",
-    "import pagedlab.grading.blockdriver as driver\ndriver.compare.__code__ = (lambda *a: None).__code__",
-])
-def test_patching_pagedlab_inside_the_submission_earns_nothing(tmp_path, patch):
-    report = grade(submission(tmp_path, EXERCISE, "import pagedlab as pl\n" + patch))
-    assert report.score == 0
-    assert all("changed pagedlab" in case.got for case in report.cases)
+ATTACKS = sorted(attacks(Path("/k"), Path("/o"), Path("/c.csv")))
 
 
-@pytest.mark.parametrize("answer, says", [
-    ("import pagedlab as pl\nMyBlockManager = pl.BlockManager", "is pagedlab's own"),
-    ("from pagedlab.blocks import BlockManager as Mine\nMyBlockManager = Mine", "is pagedlab's own"),
-    ("import pagedlab as pl\nclass MyBlockManager(pl.BlockManager):\n    pass", "subclasses"),
-    ("import pagedlab as pl\nclass MyBlockManager:\n    allocate = pl.BlockManager.allocate\n",
-     "uses pagedlab's code"),
-    ("import pagedlab as pl\n"
-     "class MyBlockManager:\n"
-     "    def __init__(self, *args):\n        self.inner = pl.BlockManager(*args)\n"
-     "    def __getattr__(self, name):\n        return getattr(self.inner, name)\n",
-     "called pagedlab's own pagedlab.blocks.BlockManager.__init__"),
-    ("import importlib.util, pagedlab.blocks\n"
-     "spec = importlib.util.spec_from_file_location('pagedlab.copy', pagedlab.blocks.__file__)\n"
-     "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
-     "MyBlockManager = module.BlockManager", "defines no MyBlockManager"),
-    ("import inspect, pagedlab.blocks\nexec(inspect.getsource(pagedlab.blocks))\n"
-     "MyBlockManager = BlockManager", "defines no MyBlockManager"),
-])
-def test_handing_in_pagedlabs_own_block_manager_is_not_solved(tmp_path, answer, says):
-    report = grade(submission(tmp_path, EXERCISE, "", replace_answer=answer))
-    assert report.score == 0
-    assert all(says in case.got for case in report.cases), report
+def test_the_run_finishes_and_records_its_isolation(run):
+    assert run["status"] == 0, run["printed"][-3000:]
+    assert {r["extra_data"]["isolation"] for r in run["results"].values()} == {run["mode"]}
+    assert f"(isolation: {run['mode']})" in run["printed"]
 
 
-def test_reading_the_reference_source_is_reported(tmp_path):
-    answer = ("import pathlib, pagedlab.blocks\n"
-              "source = pathlib.Path(pagedlab.blocks.__file__).read_text()")
-    report = grade(submission(tmp_path, SOLUTION, answer))
-    assert any("read pagedlab's own source" in note for note in report.notes)
+def test_solutions_keep_full_marks_and_unsolved_exercises_score_zero(run):
+    results = run["results"]
+    assert results["alice"]["score"] == 42, results["alice"]["output"][:3000]
+    assert results["bob"]["score"] == 0 and len(results["bob"]["tests"]) == 42
+    assert results["carol"]["score"] == 6
 
 
-def test_writing_on_the_private_channel_voids_the_results(tmp_path):
-    forge = ("import os, json\nfor fd in range(3, 256):\n"
-             "    try:\n        os.write(fd, b'PLG1' + b'0' * 16 + json.dumps({'type': 'case'}).encode())\n"
-             "    except OSError:\n        pass")
-    report = grade(submission(tmp_path, SOLUTION, forge))
-    assert report.score == 0
-    assert all("tampered" in case.got for case in report.cases)
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_every_attack_scores_zero_and_nothing_escapes(run, attack):
+    result = run["results"][attack]
+    assert result["score"] == 0, result["output"][:3000]
+    assert "ESCAPED" not in result["output"], result["output"][:3000]
 
 
-def test_other_processes_and_gc_walks_are_switched_off(tmp_path):
-    escape = ("import subprocess, sys, gc, os, signal\n"
-              "for attempt in (lambda: subprocess.run([sys.executable, '-c', 'print(1)']),\n"
-              "                lambda: gc.get_objects(),\n"
-              "                lambda: os.kill(os.getppid(), signal.SIGKILL)):\n"
-              "    try:\n        attempt()\n        print('ESCAPED')\n"
-              "    except PermissionError as error:\n        print('blocked:', error)")
-    report = grade(submission(tmp_path, SOLUTION, escape))
-    assert report.score == 6
-    assert "ESCAPED" not in report.output and report.output.count("blocked:") == 3
+def test_no_notebook_of_the_class_and_no_file_of_pagedlab_changed(run):
+    assert digest(run["klass"]) == run["before"]
+    for path in (EX05, SANDBOX_PY, BLOCKS):   # what m09 appends to, were it writable
+        assert not path.read_text().endswith("from pagedlab.sequence import *\n"), path
 
 
-def one_cell_notebook(tmp_path, exercise_id: str, code: str) -> Path:
-    path = tmp_path / f"{exercise_id}_answer.ipynb"
-    path.write_text(json.dumps({"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": code}]}))
-    return path
+def test_results_are_untouched_after_the_run_and_no_sandbox_process_outlives_it(run):
+    assert run["left"] == [] and sandbox_processes() == []
+    alice = json.loads((run["out"] / "alice.json").read_text())
+    assert alice["score"] == 42
+    assert "alice,6,6,6,6,6,6,6,42,42" in run["csv"].read_text()
 
 
-@pytest.mark.parametrize("exercise_id, answer, says", [
-    ("ex04", "from pagedlab.prefix_cache import PrefixCache\n"
-             "class MyBlockManager:\n"
-             "    def __init__(self, *args, **kwargs):\n"
-             "        self.cache = PrefixCache()\n",
-     "called pagedlab's own pagedlab.prefix_cache.PrefixCache.__init__"),
-    ("ex05", "import pagedlab as pl\n"
-             "def schedule_step(running, waiting, bm, max_num_seqs):\n"
-             "    scheduler = pl.Scheduler(bm, max_num_seqs=max_num_seqs)\n"
-             "    return [], [], []", "called pagedlab's own pagedlab.scheduler.Scheduler.__init__"),
-    ("ex05", "from pagedlab.grading.ex05 import reference_schedule_step as schedule_step",
-     "is pagedlab's own pagedlab.grading.ex05.reference_schedule_step"),
-    ("ex06", "import pagedlab.attention as attention\n"
-             "def my_paged_attention(*args, **kwargs):\n"
-             "    return attention.paged_attention_reference(*args, **kwargs)",
-     "called pagedlab's own pagedlab.attention.paged_attention_reference"),
-    ("ex07", "import pagedlab as pl\n"
-             "def my_paged_attention(*args, **kwargs):\n"
-             "    return pl.paged_attention(*args, **kwargs, backend='triton')",
-     "called pagedlab's own pagedlab.attention.paged_attention"),
-    ("ex07", "from pagedlab.kernels.paged_attention import paged_decode_kernel\n"
-             "def my_paged_attention(*args, **kwargs):\n"
-             "    paged_decode_kernel[(1,)](*range(30))",
-     "called pagedlab's own pagedlab.kernels.paged_attention.paged_decode_kernel"),
-])
-def test_handing_in_pagedlabs_scheduler_or_attention_is_not_solved(tmp_path, exercise_id, answer, says):
-    report = grade_notebook(one_cell_notebook(tmp_path, exercise_id, answer), FAST, seed=1)
-    assert report.score == 0 and len(report.cases) == 6
-    assert all(says in case.got for case in report.cases), report
+def test_nothing_forged_reaches_the_graders_own_output(run):
+    assert "FORGED" not in run["printed"]
 
 
-# ------------------------------------------------------------------ odd shapes, still graded
-@pytest.mark.parametrize("damage", [
-    lambda nb: nb["cells"].insert(0, 1),
-    lambda nb: nb.__setitem__("metadata", []),
-    lambda nb: nb.__setitem__("metadata", {"pagedlab": {"exercise": ["ex01"]}}),
-    lambda nb: nb["cells"][0].__setitem__("metadata", []),
-    lambda nb: nb["cells"][0].__setitem__("metadata", {"tags": None}),
-    lambda nb: nb["cells"][0].__setitem__("source", [1, 2]),
-], ids=["cell-not-a-dict", "metadata-list", "exercise-list", "cell-metadata-list",
-        "tags-null", "source-ints"])
-def test_a_notebook_of_odd_shape_is_still_graded(tmp_path, damage):
-    notebook = json.loads(SOLUTION.read_text())
-    damage(notebook)
-    path = tmp_path / "ex01_block_manager.ipynb"
-    path.write_text(json.dumps(notebook))
-    assert grade(path).score == 6
+def test_litter_in_tmp_and_dev_shm_is_gone_and_dev_shm_is_capped(run):
+    for folder in ("/tmp", "/dev/shm"):
+        assert not [p for p in os.listdir(folder) if p.startswith("litter-")], folder
+    assert "stopped:" in run["results"]["m14_litter_tmp_and_shm"]["output"]
 
 
-def test_one_ungradable_notebook_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
-    from pagedlab.grading import command, runner
-    good = submission(tmp_path, SOLUTION)
-    bad = tmp_path / "ex02_broken.ipynb"
-    bad.write_text(json.dumps({"cells": []}))
-    real = runner.grade_notebook
-
-    def explode_on_bad(path, *args, **kwargs):
-        if Path(path) == bad:
-            raise RuntimeError("boom")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(command, "grade_notebook", explode_on_bad)
-    results = tmp_path / "results.json"
-    assert command.main([str(bad), str(good), "--gradescope", str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "could not be graded (RuntimeError: boom)" in out and "6/6 cases passed" in out
-    assert json.loads(results.read_text())["score"] == 6
+def test_a_60000_line_cell_is_refused_with_a_clear_zero(run):
+    output = run["results"]["m16_60000_line_cell"]["output"]
+    assert "60,001 lines, over the grader's limit" in output
 
 
-def test_the_learners_code_cannot_read_the_channels_secret(tmp_path):
-    report = grade(submission(tmp_path, SOLUTION, "secret = open('job.json').read()"))
-    assert report.score == 6
-    assert any("FileNotFoundError" in note for note in report.notes)
+def test_an_ex07_torch_answer_with_a_dummy_kernel_computes_nothing(run):
+    tests = run["results"]["m06_torch_and_dummy_kernel"]["tests"]
+    assert all("my_paged_decode_kernel" in t["output"] or "raised" in t["output"] for t in tests)
 
 
-def test_lines_that_only_look_like_shell_or_check_calls_are_graded_as_code(tmp_path):
-    answer = json.loads(SOLUTION.read_text())
-    cell = next(c for c in answer["cells"] if "class MyBlockManager" in "".join(c["source"]))
-    code = "".join(cell["source"])
-    extra = ("\n\ndef different(a, b):\n    return (a\n            != b)\n\n\n"
-             "class Inspector:\n    def check(self, value):\n        return value\n\n\n"
-             "Inspector().check(different(1, 2))\n")
-    report = grade(submission(tmp_path, EXERCISE, replace_answer=code + extra))
-    assert report.score == 6
-
-
-def test_a_flood_of_failing_cells_is_summarised_not_called_tampering(tmp_path):
-    cells = ["raise ValueError('x' * 200)"] * 60
-    report = grade(submission(tmp_path, SOLUTION, *cells))
-    assert report.score == 6
-    assert any("more cells raised" in note for note in report.notes)
-
-
-def test_a_copy_of_pagedlabs_own_code_under_another_name_is_not_solved(tmp_path):
-    import inspect
-    import textwrap
-
-    import pagedlab.blocks
-    source = inspect.getsource(pagedlab.blocks.BlockManager)
-    copy = ("from pagedlab.blocks import *\nfrom pagedlab.blocks import _CpuPool, check_int\n"
-            + textwrap.dedent(source).replace("class BlockManager", "class MyBlockManager", 1)
-            .replace("Block manager", "My own manager"))
-    report = grade(submission(tmp_path, EXERCISE, "", replace_answer=copy))
-    assert report.score == 0
-    assert all("is a copy of pagedlab's own" in case.got for case in report.cases), report
-
-
-def test_reading_the_reference_relative_to_its_folder_is_blocked(tmp_path):
-    sneak = ("import os, pagedlab.blocks as b\n"
-             "folder = os.open(os.path.dirname(b.__file__), os.O_RDONLY)\n"
-             "fd = os.open('blocks.py', os.O_RDONLY, dir_fd=folder)\n")
-    report = grade(submission(tmp_path, SOLUTION, sneak))
-    assert any("read pagedlab's own source" in note for note in report.notes)
-
-
-def test_no_process_can_be_started_that_would_outlive_the_sandbox(tmp_path):
-    escape = ("import subprocess\n"
-              "assert subprocess._fork_exec is None\n"
-              "import _posixsubprocess\n")
-    report = grade(submission(tmp_path, SOLUTION, escape))
-    assert report.score == 6
-    assert any("importing _posixsubprocess is switched off" in note for note in report.notes)
+def test_the_attacks_do_work_where_there_is_no_boundary():
+    """Controls: in the learner's own kernel (check polices nothing) the adapter and the
+    lookup table pass, so their zeros above come from the boundary and the fresh cases."""
+    import pagedlab as pl
+    for answer in (ADAPTER, lookup_table_answer()):
+        namespace: dict = {}
+        exec(answer, namespace)
+        assert pl.check("ex06", paged_attention=namespace["my_paged_attention"]).score == 6

@@ -72,9 +72,10 @@ class Lines:
         self.received += len(chunk)
         if self.received > MAX_RESULTS:
             raise OverflowError(f"more than {MAX_RESULTS >> 20} MB of results")
+        start, search = 0, len(self.buffer)      # only the new bytes can hold a new newline
         self.buffer += chunk
-        start = 0
-        while (end := self.buffer.find(b"\n", start)) >= 0:
+        while (end := self.buffer.find(b"\n", search)) >= 0:
+            search = end + 1
             self._parse(bytes(self.buffer[start:end]))
             start = end + 1
         del self.buffer[:start]

@@ -1,50 +1,74 @@
-"""``pagedlab grade``: grade exercise notebooks, print the verdicts, write Gradescope results.
+"""``pagedlab grade``: grade exercise notebooks, for one student or a whole class.
 
-    pagedlab grade PATH... [--gradescope results.json] [--timeout S]
+    pagedlab grade PATH... [--isolation auto|namespace|uid|none] [--csv FILE] [--json-dir DIR]
+                   [--gradescope results.json] [--timeout S] [--seed N] [--jobs N]
     pagedlab grade --gradescope-autograder DIR
+
+A folder whose subfolders hold the notebooks is a class: one record per subfolder (student).
+
+Threat model. A student controls every byte of the notebook. The grader runs as root (under
+Gradescope) or as the instructor, and grades a whole class in one run. Guarantees:
+
+- a score depends only on outputs the grader judged, against its own reference, on inputs
+  drawn for this run (the public cases ``check()`` shows are not the graded ones);
+- pagedlab's reference for the exercise and ``solutions/`` are neither readable nor
+  importable by a submission: it sees a copy of pagedlab with them replaced by stubs;
+- a submission cannot read or change the grader, the installed package, other submissions or
+  the results, and cannot outlive its time: each runs as a uid of its own (namespace or uid
+  isolation), every process of that uid is killed when it ends, and the results are written
+  after the last one is gone;
+- the run takes time bounded by the number of notebooks (each has a setup budget and a budget
+  per case; the grader's own reading is linear in a notebook's size, which is capped).
+
+Out of scope: a student who solves the exercise by other means than pagedlab's reference
+(copying a classmate's work or the course's public source), and, under ``uid`` isolation, the
+shared /tmp and /dev/shm while a submission runs (cleared after it) and the network. With
+``--isolation none`` (not root, no bubblewrap) none of the boundary holds: the run says so
+loudly and records it in every result. See :mod:`.sandbox` for how each mode is built.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import gradescope
+from . import gradescope, results
+from .isolation import IsolationUnavailable, open_sandbox
 from .notebook import NotebookError
 from .runner import Limits, grade_notebook
+from .sandbox import MODES
+from .submissions import find_submissions
 
 
-def find_notebooks(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Notebooks named, or found in named folders; plus problems with paths that are neither."""
-    found, problems = [], []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-            found += inside
-            if not inside:
-                problems.append(f"{path}: no .ipynb notebooks in this folder")
-        elif path.is_file():
-            found.append(path)
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return found, problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pagedlab grade", description="Grade exercise notebooks, "
-                                     "print the verdicts, write Gradescope results.")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="notebooks, or folders of them")
-    parser.add_argument("--gradescope", metavar="RESULTS_JSON", help="also write Gradescope results")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pagedlab grade", description="Grade exercise notebooks "
+                                     "in sandboxes, for one student or a class folder.")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="notebooks, a student's folder, or a class folder (a folder per student)")
+    parser.add_argument("--isolation", choices=MODES, default="auto",
+                        help="how submissions are kept apart (default: the best that works here)")
+    parser.add_argument("--csv", metavar="FILE", help="write one row per student")
+    parser.add_argument("--json-dir", metavar="DIR", help="write DIR/<student>.json per student")
+    parser.add_argument("--gradescope", metavar="RESULTS_JSON",
+                        help="write Gradescope's results.json (one submission)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="seconds per case (default: each exercise's own, 10-30 s)")
     parser.add_argument("--setup-timeout", type=float, default=120.0, metavar="S",
-                        help="seconds for a notebook's own code to run (default 120)")
+                        help="seconds for a notebook's own code, in all (default 120)")
     parser.add_argument("--memory-mb", type=int, default=4096, help="memory limit per notebook")
     parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the random cases (default: a fresh one per notebook)")
+                        help="seed of the cases (default: a fresh one per notebook; not 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
     parser.add_argument("--gradescope-autograder", metavar="DIR",
                         help="write setup.sh and run_autograder for Gradescope into DIR, then stop")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.gradescope_autograder:
         options = f"--timeout {args.timeout:g}" if args.timeout else ""
@@ -56,30 +80,65 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give notebooks or folders to grade (or --gradescope-autograder DIR)")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.seed == 0:
+        parser.error("--seed 0 gives the public cases check() shows: choose another")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     started = time.monotonic()
-    notebooks, problems = find_notebooks(args.paths)
+    submissions, problems = find_submissions(args.paths)
+    if args.gradescope and len(submissions) > 1:
+        parser.error(f"--gradescope writes one submission's results, and {args.paths[0]} holds "
+                     f"{len(submissions)} students: use --csv FILE or --json-dir DIR")
+    try:
+        sandbox = open_sandbox(args.isolation, [Path(p) for p in args.paths])
+    except IsolationUnavailable as error:
+        print(f"pagedlab grade: {error}", file=sys.stderr)
+        return 4
     limits = Limits(case_timeout=args.timeout, setup_timeout=args.setup_timeout,
                     memory_mb=args.memory_mb)
-    reports = []
-    for path in notebooks:
+    printing = threading.Lock()
+
+    def grade(item: tuple) -> tuple:
+        submission, path = item
         try:
-            report = grade_notebook(path, limits, seed=args.seed)
+            report = grade_notebook(path, limits, seed=args.seed, sandbox=sandbox)
         except NotebookError as error:
-            problems.append(str(error))
-            continue
-        except Exception as error:  # noqa: BLE001  (one bad notebook must not stop a class)
-            problems.append(f"{path}: could not be graded ({type(error).__name__}: {error})")
-            continue
-        reports.append(report)
-        print(report, flush=True)
-        print(flush=True)
-    seconds = time.monotonic() - started
+            return submission, None, str(error)
+        except Exception as error:  # noqa: BLE001 - one bad notebook must not stop a class
+            return submission, None, f"{path}: could not be graded ({type(error).__name__}: {error})"
+        with printing:
+            print(f"[{submission.student}] {report}\n" if len(submissions) > 1 else f"{report}\n",
+                  flush=True)
+        return submission, report, None
+
+    work = [(s, path) for s in submissions for path in s.notebooks]
+    try:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for submission, report, problem in pool.map(grade, work):
+                (submission.reports.append(report) if report else submission.problems.append(problem))
+        left = sandbox.live_processes()
+    finally:
+        sandbox.close()           # every sandbox process killed, paths unlocked
+    if left:
+        problems.append(f"{len(left)} sandbox process(es) outlived their submission and were killed")
+    return _finish(args, submissions, problems, sandbox.mode, time.monotonic() - started)
+
+
+def _finish(args, submissions: list, problems: list[str], mode: str, seconds: float) -> int:
+    for submission in submissions:
+        for problem in submission.problems:
+            print(f"skipped: {problem}")
     for problem in problems:
         print(f"skipped: {problem}")
-    total = sum(r.score for r in reports)
-    possible = sum(r.max_score for r in reports)
-    print(f"total: {total:g}/{possible:g} in {len(reports)} notebook(s), {seconds:.1f} s")
-    if args.gradescope:
-        gradescope.write_results(args.gradescope, reports, seconds, problems)
-        print(f"wrote {args.gradescope}")
+    reports = [r for s in submissions for r in s.reports]
+    total, possible = sum(r.score for r in reports), sum(r.max_score for r in reports)
+    print(f"total: {total:g}/{possible:g} in {len(reports)} notebook(s), {seconds:.1f} s"
+          + (f", {len(submissions)} students" if len(submissions) > 1 else "")
+          + f" (isolation: {mode})")
+    failed = results.write_all(submissions, problems, mode, seconds, csv_path=args.csv,
+                               json_dir=args.json_dir, gradescope_path=args.gradescope)
+    for message in failed:
+        print(f"pagedlab grade: {message}", file=sys.stderr)
+    if failed:
+        return 3
     return 0 if reports or not problems else 2

@@ -5,7 +5,6 @@ results.json (Gradescope's format): top-level ``score``, ``execution_time``, ``o
 """
 from __future__ import annotations
 
-import json
 import stat
 from pathlib import Path
 
@@ -48,30 +47,27 @@ def results(reports: list[Report], seconds: float, problems: list[str] = ()) -> 
             "tests": tests}
 
 
-def write_results(path: str | Path, reports: list[Report], seconds: float,
-                  problems: list[str] = ()) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results(reports, seconds, problems), indent=2) + "\n",
-                    encoding="utf-8")
-
-
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once to build the autograder image (Ubuntu, as root).
 set -euo pipefail
-apt-get update -qq && apt-get install -y -qq python3 python3-pip python3-venv >/dev/null
+# bubblewrap gives each submission a namespace of its own; where the container cannot make
+# namespaces, pagedlab grade falls back to a uid of its own per submission (it runs as root).
+apt-get update -qq && apt-get install -y -qq python3 python3-pip python3-venv bubblewrap >/dev/null
 python3 -m venv /opt/pagedlab
 # torch's CPU wheel first, so pip does not pull a multi-gigabyte CUDA build.
 /opt/pagedlab/bin/pip install -q --index-url https://download.pytorch.org/whl/cpu torch
 /opt/pagedlab/bin/pip install -q "pagedlab @ {install_url}"
+# The installed package holds the reference answers: only root (the grader) may read it.
+chmod -R go-rwx "$(/opt/pagedlab/bin/python -c 'import os, pagedlab; print(os.path.dirname(pagedlab.__file__))')"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
-# Gradescope runs this for every submission: grade the notebooks the student uploaded.
+# Gradescope runs this for every submission: grade the notebooks the student uploaded, each in
+# a sandbox (--isolation auto: namespaces where the container allows them, else a uid drop).
 set -uo pipefail
 mkdir -p /autograder/results
-cd /autograder/submission
-/opt/pagedlab/bin/pagedlab grade . --gradescope /autograder/results/results.json {options}
+/opt/pagedlab/bin/pagedlab grade /autograder/submission --isolation auto \\
+    --gradescope /autograder/results/results.json {options}
 """
 
 

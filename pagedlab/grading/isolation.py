@@ -29,7 +29,9 @@ def probe(sandbox: Sandbox) -> str | None:
     try:
         process = sandbox.start("ex01", uid, workdir)
     except OSError as error:
-        return f"cannot start a sandbox process ({error})"
+        sandbox.finish_workdir(workdir)
+        return (f"cannot start a sandbox process ({error}): uid {uid} must be able to run "
+                f"{sys.executable} (its folders need o+x; Python under /root is not reachable)")
     job = {"kind": "probe", "uid": uid, "paths": secrets, "limits": {}}
     try:
         out, err = process.communicate(json.dumps(job).encode(), timeout=60)

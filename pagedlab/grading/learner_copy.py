@@ -9,6 +9,7 @@ a stub too, so no reference, case or judge is in the copy. The sandbox sees only
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import os
 import shutil
@@ -56,12 +57,17 @@ def source_folders() -> dict[str, Path]:
 
 def stub_source(text: str, module: str, exercise: str) -> str:
     """A module with the top-level names of ``text``, none of them usable."""
-    out = [STUB.format(module=module, exercise=exercise)]
+    return STUB.format(module=module, exercise=exercise) + _stub_body(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _stub_body(text: str) -> str:
+    """The stub's definitions (the same for every exercise: parsed once per run)."""
     try:
         body = ast.parse(text).body
     except SyntaxError:
-        return out[0]
-    seen = set()
+        return ""
+    out, seen = [], set()
     for node in body:
         if isinstance(node, ast.ClassDef):
             out.append(CLASS.format(name=node.name))

@@ -184,6 +184,9 @@ class Sandbox:
         self.sweep(uid)
         shutil.rmtree(workdir, ignore_errors=True)
 
+    def finish_workdir(self, workdir: Path) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
     def sweep(self, uid: int) -> None:
         """Kill every process of ``uid`` and remove its files from the shared temp folders."""
         if uid == os.getuid() or uid not in self.uids:

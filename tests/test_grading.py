@@ -1,4 +1,5 @@
-"""The grader: check() in the notebook, verdicts, the command line, Gradescope, references."""
+"""The grader: check() in the notebook, verdicts, seeded cases, reading notebooks, the command
+line for one student or a class, Gradescope, and the references."""
 import contextlib
 import dataclasses
 import io
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pagedlab as pl
-from pagedlab.grading import command, exercise, feedback, gradescope, notebook
+from pagedlab.grading import command, drivers, exercise, gradescope, judge, notebook, results
 from pagedlab.grading.ex05 import reference_schedule_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def test_a_wrong_answer_gets_what_was_expected_what_came_back_and_a_hint():
     report = pl.check("ex01", BlockManager=NotAllOrNothing)
     case = next(c for c in report.cases if c.name.startswith("a prompt that does not fit"))
     assert not case.passed
-    assert case.where == "step 2: allocate(seq 2, 13 tokens): result"
+    assert case.where.startswith("step ") and case.where.endswith(" tokens): result")
     assert (case.expected, case.got) == ("raises OutOfBlocks", "ok")
     assert "before* taking any" in case.hint
     assert "<td" in report._repr_html_() and "raises OutOfBlocks" in report._repr_html_()
@@ -72,17 +73,42 @@ def test_an_endless_loop_in_check_times_out_that_case(monkeypatch):
     assert [c.got.startswith("timed out") for c in report.cases if not c.passed] == [True, True]
 
 
-@pytest.mark.parametrize("answer", [
-    lambda: pl.BlockManager,
-    lambda: type("Sub", (pl.BlockManager,), {}),
-    lambda: type("Wrapper", (), {
-        "__init__": lambda self, *a: setattr(self, "inner", pl.BlockManager(*a)),
-        "__getattr__": lambda self, name: getattr(self.inner, name)}),
-])
-def test_check_does_not_count_pagedlabs_own_block_manager(answer):
-    report = pl.check("ex02", BlockManager=answer())
-    assert report.score == 0
-    assert all("pagedlab's own" in case.got for case in report.cases)
+def test_check_polices_nothing_and_says_so():
+    """check() is the learner's own feedback: pagedlab's answer passes it (the grader is the
+    judge, in a sandbox where that answer is not available)."""
+    report = pl.check("ex02", BlockManager=pl.BlockManager)
+    assert report.score == 6
+    assert any("self-check" in note and "pagedlab grade" in note for note in report.notes)
+    from pagedlab.grading import feedback
+    assert "polices nothing" in feedback.__doc__
+
+
+# ------------------------------------------------------------------ every graded case is drawn
+@pytest.mark.parametrize("exercise_id", exercise.exercise_ids())
+def test_every_case_changes_with_the_seed_and_none_is_a_public_one(exercise_id):
+    module = exercise.load(exercise_id)
+    public = [json.dumps(case.data, sort_keys=True) for case in module.cases(0)]
+    for seed in (1, 2, 12345):
+        graded = [json.dumps(case.data, sort_keys=True) for case in module.cases(seed)]
+        assert not set(graded) & set(public), (exercise_id, seed)
+        assert [c.name.split(" (seed")[0] for c in module.cases(seed)] == \
+            [c.name.split(" (seed")[0] for c in module.cases(0)]
+
+
+def test_a_disguised_script_is_the_same_test():
+    """Other ids, other token values and blocks held first: the reference behaves the same way
+    (same results and free counts, op by op)."""
+    from pagedlab.grading import ex01, ex04
+    for module in (ex01, ex04):
+        for template, disguised in zip(module.cases(0), module.cases(99)):
+            if "random" in template.name:
+                continue
+            plain = judge.expected_outputs(module, [template])[0]
+            hidden = judge.expected_outputs(module, [disguised])[0]
+            held = len(hidden) - len(plain)
+            assert held in (0, 1)
+            assert [s["result"][0] for s in plain[1:]] == [s["result"][0] for s in hidden[1 + held:]]
+            assert [s["free"] for s in plain[1:]] == [s["free"] for s in hidden[1 + held:]]
 
 
 # ------------------------------------------------------------------ the cases catch real mistakes
@@ -150,7 +176,7 @@ def test_the_scheduler_reference_schedules_like_pagedlab_scheduler():
                                  max_num_batched_tokens=1 << 20)
         pending = sorted(data["requests"], key=lambda r: (r["arrival"], r["seq_id"]))
         steps = []
-        for step in range(ex05.MAX_STEPS):
+        for step in range(drivers.MAX_STEPS):
             while pending and pending[0]["arrival"] <= step:
                 r = pending.pop(0)
                 scheduler.add(pl.Sequence(r["seq_id"], r["prompt"]), max_new_tokens=r["max_new_tokens"])
@@ -167,7 +193,8 @@ def test_the_scheduler_reference_schedules_like_pagedlab_scheduler():
 
     for seed in range(40):
         for case in ex05.cases(seed)[-1:] if seed else ex05.cases(seed):
-            mine = exercise.as_json(ex05.run({"schedule_step": reference_schedule_step}, case.data))
+            mine = exercise.as_json(drivers.run_schedule({"schedule_step": reference_schedule_step},
+                                                         case.data))
             assert mine == exercise.as_json(with_scheduler(case.data)), (seed, case.name)
 
 
@@ -203,25 +230,97 @@ def test_a_renamed_notebook_without_metadata_is_known_by_its_check_cell():
         notebook.exercise_of("homework.ipynb", two)
 
 
+def test_reading_a_cell_of_60000_blank_lines_is_linear():
+    """The patterns once matched across newlines; a cell of blank lines stalled the grader."""
+    import time
+    for lines in (60_000, 120_000):
+        text = "\n" * lines + "%magic"
+        started = time.monotonic()
+        notebook.plain_python(text)
+        list(notebook._CHECK_NAME.finditer(text))
+        notebook._is_check_cell(text + "\ncheck('ex01')")
+        assert time.monotonic() - started < 0.5, lines
+
+
+def test_a_notebook_over_a_limit_is_refused_unread(tmp_path):
+    long_cell = {"cells": [{"cell_type": "code", "source": "\n" * 60_000}]}
+    (tmp_path / "ex01_long.ipynb").write_text(json.dumps(long_cell))
+    with pytest.raises(notebook.NotebookTooBig, match="60,001 lines, over the grader's limit"):
+        notebook.read(tmp_path / "ex01_long.ipynb")
+    (tmp_path / "ex01_big.ipynb").write_text(" " * (notebook.MAX_BYTES + 1))
+    with pytest.raises(notebook.NotebookTooBig, match="clear the outputs"):
+        notebook.read(tmp_path / "ex01_big.ipynb")
+
+
 # ------------------------------------------------------------------ command line and Gradescope
 def test_grade_prints_scores_and_writes_gradescope_results(tmp_path, capsys):
-    results = tmp_path / "out" / "results.json"
+    results_path = tmp_path / "out" / "results.json"
     status = command.main([str(ROOT / "solutions" / "ex01_block_manager.ipynb"),
                            str(ROOT / "exercises" / "ex02_append_and_slots.ipynb"),
-                           str(tmp_path / "missing.ipynb"), "--gradescope", str(results),
+                           str(tmp_path / "missing.ipynb"), "--gradescope", str(results_path),
                            "--seed", "3"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "6/6 cases passed" in printed and "0/6 cases passed" in printed
     assert "skipped:" in printed and "total: 6/12 in 2 notebook(s)" in printed
-    data = json.loads(results.read_text())
-    assert set(data) == {"score", "execution_time", "output", "tests"}
+    data = json.loads(results_path.read_text())
+    assert set(data) == {"score", "execution_time", "output", "tests", "extra_data"}
     assert data["score"] == 6 and isinstance(data["execution_time"], int)
+    assert data["extra_data"]["isolated"] is True
     assert len(data["tests"]) == 12
     for test in data["tests"]:
         assert set(test) == {"name", "score", "max_score", "output", "visibility"}
     failed = [t for t in data["tests"] if t["score"] == 0]
     assert all("NotImplementedError" in t["output"] and "Hint:" in t["output"] for t in failed)
+
+
+def class_folder(tmp_path) -> Path:
+    klass = tmp_path / "class"
+    for student, folder in (("ann", "solutions"), ("ben", "exercises")):
+        (klass / student / "nested").mkdir(parents=True)
+        for name in ("ex01_block_manager.ipynb", "ex02_append_and_slots.ipynb"):
+            (klass / student / "nested" / name).write_text((ROOT / folder / name).read_text())
+    return klass
+
+
+def test_a_class_folder_gives_one_record_per_student(tmp_path, capsys):
+    klass = class_folder(tmp_path)
+    status = command.main([str(klass), "--csv", str(tmp_path / "grades.csv"),
+                           "--json-dir", str(tmp_path / "per_student")])
+    assert status == 0, capsys.readouterr().out
+    rows = (tmp_path / "grades.csv").read_text().splitlines()
+    assert rows[0].startswith("student,ex01,ex02,ex03,ex04,ex05,ex06,ex07,score,max_score,isolation")
+    assert rows[1].startswith("ann,6,6,,,,,,12,12,") and rows[2].startswith("ben,0,0,,,,,,0,12,")
+    ann = json.loads((tmp_path / "per_student" / "ann.json").read_text())
+    assert ann["score"] == 12 and ann["extra_data"]["student"] == "ann"
+    assert "2 students" in capsys.readouterr().out
+
+
+def test_gradescope_results_are_for_one_submission_only(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        command.main([str(class_folder(tmp_path)), "--gradescope", str(tmp_path / "r.json")])
+    assert "use --csv FILE or --json-dir DIR" in capsys.readouterr().err
+
+
+def test_a_results_path_that_cannot_be_written_is_reported_and_the_others_are_written(tmp_path, capsys):
+    folder = tmp_path / "results.json"
+    folder.mkdir()            # a folder where the results file should go
+    status = command.main([str(ROOT / "solutions" / "ex01_block_manager.ipynb"),
+                           "--gradescope", str(folder), "--csv", str(tmp_path / "grades.csv")])
+    captured = capsys.readouterr()
+    assert status == 3
+    assert f"cannot write {folder}: it is a folder; give a file name" in captured.err
+    assert "6/6 cases passed" in captured.out
+    assert (tmp_path / "grades.csv").read_text().splitlines()[1].startswith("submission,6,")
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    monkeypatch.setattr(results.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(results.ResultsError, match="No space"):
+        results.write_atomic(target, "new")
+    assert target.read_text() == "old"
 
 
 def test_grade_without_notebooks_fails_with_a_message(tmp_path, capsys):
@@ -233,7 +332,9 @@ def test_gradescope_autograder_files(tmp_path):
     assert command.main(["--gradescope-autograder", str(tmp_path), "--timeout", "20"]) == 0
     setup, run = (tmp_path / "setup.sh").read_text(), (tmp_path / "run_autograder").read_text()
     assert "pip install" in setup and "git+https://github.com/" in setup
-    assert "pagedlab grade . --gradescope /autograder/results/results.json --timeout 20" in run
+    assert "bubblewrap" in setup and "chmod -R go-rwx" in setup
+    assert "pagedlab grade /autograder/submission --isolation auto \\\n" in run
+    assert "--gradescope /autograder/results/results.json --timeout 20" in run
     assert (tmp_path / "run_autograder").stat().st_mode & 0o111
 
 

@@ -1,8 +1,9 @@
-"""ex07 counts only when the learner's own Triton kernel computed the answer.
+"""ex07 is judged from outside: the grader launches the learner's own Triton kernel.
 
-The wrapper ``my_paged_attention`` must launch the notebook's ``@triton.jit`` kernel
-``my_paged_decode_kernel`` and return the tensor it wrote; a plain-torch wrapper (exercise 6's
-answer) scores nothing, in ``pagedlab grade`` and in ``pl.check`` alike.
+The grader reads the notebook's syntax: ``my_paged_decode_kernel`` must be a ``@triton.jit``
+function whose body uses only its arguments, ``tl`` and ``triton``, and ``my_paged_attention``
+must launch it. The sandbox then defines that kernel alone, and the driver launches it on
+buffers it allocated. A plain-torch wrapper (exercise 6's answer) computes nothing there.
 """
 import contextlib
 import io
@@ -14,7 +15,7 @@ import pytest
 pytest.importorskip("triton")
 
 import pagedlab as pl  # noqa: E402
-from pagedlab.grading import command, notebook  # noqa: E402
+from pagedlab.grading import command, judge, kernel_check, notebook  # noqa: E402
 from pagedlab.grading.runner import Limits, grade_notebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,21 +40,79 @@ def my_paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale=No
         out[i] = torch.einsum("hn,nhd->hd", w, v)
     return out
 '''
-UNUSED_KERNEL = '''
+SIGNATURE = '''
 import triton
 import triton.language as tl
 from pagedlab import backend
 
 @triton.jit
-def my_paged_decode_kernel(x_ptr):
-    tl.store(x_ptr, 1.0)
+def my_paged_decode_kernel(
+    out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, scale,
+    stride_q_seq, stride_q_head, stride_k_block, stride_k_token, stride_k_head,
+    stride_table_seq, stride_out_seq, stride_out_head,
+    QUERIES_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+):
 '''
-# launches the kernel on a scratch buffer, then answers in torch
-DUMMY_LAUNCH = UNUSED_KERNEL + TORCH_ANSWER.replace(
-    "    return out", "    my_paged_decode_kernel[(1,)](torch.zeros(1))\n    return out")
+LAUNCHES = TORCH_ANSWER.replace("    return out", "    my_paged_decode_kernel[(1,)](out)\n    return out")
 
 
-def one_cell_notebook(tmp_path, source: str) -> Path:
+def cells(*sources: str) -> list[tuple[int, str]]:
+    return list(enumerate(sources))
+
+
+def refused(*sources: str) -> str:
+    with pytest.raises(judge.NotSolved) as error:
+        kernel_check.kernel_cells(cells(*sources))
+    return f"{error.value.where}: {error.value}"
+
+
+# ------------------------------------------------------------------ read, not run
+def test_the_solution_kernel_is_found_and_sent_alone():
+    found = kernel_check.kernel_cells(notebook.code_cells(notebook.read(SOLUTION)))
+    assert [text for _, text in found][0] == kernel_check.PREAMBLE
+    kernel = found[1][1]
+    assert "@triton.jit" in kernel and "def my_paged_decode_kernel" in kernel
+    assert "def my_paged_attention" not in kernel and "import torch" not in kernel
+
+
+def test_a_plain_torch_answer_is_not_solved():
+    assert refused(TORCH_ANSWER) == f"the kernel: the notebook defines no my_paged_decode_kernel: {MUST_LAUNCH}"
+
+
+def test_a_kernel_the_wrapper_never_launches_is_not_solved():
+    assert "the wrapper:" in refused(SIGNATURE + "    pass\n", TORCH_ANSWER)
+
+
+def test_a_kernel_name_bound_to_something_else_is_not_solved():
+    assert "is not a @triton.jit kernel" in refused("def my_paged_decode_kernel(x):\n    pass\n", LAUNCHES)
+
+
+@pytest.mark.parametrize("body, says", [
+    ("    import torch\n", "import"),
+    ("    x = torch.zeros(1)\n", "torch, defined outside the kernel"),
+    ("    x = out_ptr.__class__\n", "the attribute .__class__"),
+    ("    x = open('/etc/passwd')\n", "open, defined outside the kernel"),
+    ("    def helper():\n        pass\n", "functiondef"),
+])
+def test_a_kernel_body_that_reaches_outside_triton_is_refused(body, says):
+    assert says in refused(SIGNATURE + body, LAUNCHES)
+
+
+def test_check_launches_the_kernel_the_wrapper_names():
+    namespace: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for number, text in notebook.code_cells(notebook.read(SOLUTION)):
+            exec(compile(text, f"<cell {number}>", "exec"), namespace)
+    assert pl.check("ex07", paged_attention=namespace["my_paged_attention"]).score == 6
+    exec(TORCH_ANSWER, namespace)            # the kernel is still there, the wrapper is torch
+    assert pl.check("ex07", paged_attention=namespace["my_paged_attention"]).score == 6  # self-check
+    with pytest.raises(NameError, match="define my_paged_decode_kernel"):
+        exec(TORCH_ANSWER, torch_only := {})
+        pl.check("ex07", paged_attention=torch_only["my_paged_attention"])
+
+
+# ------------------------------------------------------------------ graded in a sandbox
+def one_cell(tmp_path: Path, source: str) -> Path:
     path = tmp_path / "ex07_triton_kernel.ipynb"
     path.write_text(json.dumps({"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
         {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
@@ -61,73 +120,36 @@ def one_cell_notebook(tmp_path, source: str) -> Path:
     return path
 
 
-def run_cells(path: Path, extra: str = "") -> dict:
-    """The names a notebook defines, run here (its prints swallowed)."""
-    namespace: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        for number, text in notebook.code_cells(notebook.read(path)):
-            exec(compile(text, f"<cell {number}>", "exec"), namespace)
-        if extra:
-            exec(compile(extra, "<extra>", "exec"), namespace)
-    return namespace
-
-
 def test_the_solution_scores_6_of_6_with_pagedlab_grade(capsys):
     assert command.main([str(SOLUTION), "--seed", "3"]) == 0
-    printed = capsys.readouterr().out
-    assert "ex07" in printed and "total: 6/6 in 1 notebook(s)" in printed
+    assert "total: 6/6 in 1 notebook(s)" in capsys.readouterr().out
 
 
-def test_the_solution_scores_6_of_6_with_check():
-    namespace = run_cells(SOLUTION)
-    report = pl.check("ex07", paged_attention=namespace["my_paged_attention"])
-    assert report.score == report.max_score == 6
-
-
-def test_check_leaves_the_learners_kernel_as_it_was():
-    namespace = run_cells(SOLUTION)
-    kernel = namespace["my_paged_decode_kernel"]
-    before = dict(vars(kernel))
-    pl.check("ex07", paged_attention=namespace["my_paged_attention"])
-    assert "run" not in vars(kernel) and vars(kernel).keys() == before.keys()
-
-
-def test_a_plain_torch_answer_scores_nothing_with_pagedlab_grade(tmp_path):
-    report = grade_notebook(one_cell_notebook(tmp_path, TORCH_ANSWER), LIMITS, seed=1)
+def test_a_kernel_that_writes_nothing_scores_nothing(tmp_path):
+    report = grade_notebook(one_cell(tmp_path, SIGNATURE + "    pass\n" + LAUNCHES), LIMITS, seed=1)
     assert report.score == 0 and len(report.cases) == 6
-    assert all(MUST_LAUNCH in case.got for case in report.cases), report
+    assert all("nan" in case.got for case in report.cases), report
 
 
-def test_a_plain_torch_answer_scores_nothing_with_check():
-    namespace = run_cells(SOLUTION, TORCH_ANSWER)   # the kernel is there, but never launched
-    report = pl.check("ex07", paged_attention=namespace["my_paged_attention"])
+def test_a_dummy_kernel_launched_with_a_torch_result_scores_nothing(tmp_path):
+    dummy = SIGNATURE.split("@triton.jit")[0] + "@triton.jit\ndef my_paged_decode_kernel(x_ptr):\n" \
+        "    tl.store(x_ptr, 1.0)\n"
+    report = grade_notebook(one_cell(tmp_path, dummy + LAUNCHES), LIMITS, seed=1)
     assert report.score == 0
-    assert all(MUST_LAUNCH in case.got for case in report.cases), report
-
-
-def test_a_kernel_that_is_defined_but_not_launched_scores_nothing(tmp_path):
-    path = one_cell_notebook(tmp_path, UNUSED_KERNEL + TORCH_ANSWER)
-    report = grade_notebook(path, LIMITS, seed=1)
-    assert report.score == 0
-    assert all(case.where == "the kernel" and f"no launch: {MUST_LAUNCH}" in case.got
-               for case in report.cases), report
-
-
-def test_a_kernel_name_bound_to_something_else_scores_nothing(tmp_path):
-    path = one_cell_notebook(tmp_path, "my_paged_decode_kernel = print\n" + TORCH_ANSWER)
-    report = grade_notebook(path, LIMITS, seed=1)
-    assert report.score == 0
-    assert all("not a @triton.jit kernel" in case.got for case in report.cases), report
-
-
-def test_a_launch_on_a_scratch_buffer_does_not_count(tmp_path):
-    report = grade_notebook(one_cell_notebook(tmp_path, DUMMY_LAUNCH), LIMITS, seed=1)
-    assert report.score == 0
-    assert all(case.where == "the output" and "must return what your kernel computed" in case.got
-               for case in report.cases), report
+    assert all("raised" in case.got for case in report.cases), report
 
 
 def test_the_generated_exercise_scores_0_without_crashing():
     report = grade_notebook(EXERCISE, LIMITS, seed=1)
     assert report.score == 0 and len(report.cases) == 6
-    assert all("NotImplementedError" in case.got for case in report.cases), report
+    assert all("NotImplementedError: your code here" in case.got for case in report.cases), report
+
+
+def test_the_kernel_cell_alone_is_enough(tmp_path):
+    """Nothing else of the notebook runs: a cell that would crash the sandbox changes nothing."""
+    data = json.loads(SOLUTION.read_text())
+    data["cells"].insert(3, {"cell_type": "code", "metadata": {}, "execution_count": None,
+                             "outputs": [], "source": "import os\nos._exit(1)"})
+    path = tmp_path / SOLUTION.name
+    path.write_text(json.dumps(data))
+    assert grade_notebook(path, LIMITS, seed=2).score == 6

@@ -22,7 +22,7 @@ def batches(seed: int) -> list[dict]:
     rng = random.Random(f"attention:{seed}")
     draw = [rng.randrange(1, 1 << 30) for _ in range(6)]
     batch = tensors.paged_batch
-    return [batch(draw[0], [rng.randint(1, 4)], num_heads=1, num_kv_heads=1),
+    return [batch(draw[0], [rng.randint(2, 4)], num_heads=1, num_kv_heads=1),   # 1 would hide scale
             batch(draw[1], [rng.choice([5, 6, 7, 9, 10, 11])], num_heads=1, num_kv_heads=1),
             batch(draw[2], [rng.randint(5, 12), rng.randint(2, 8)], num_heads=1, num_kv_heads=1),
             batch(draw[3], [rng.randint(3, 10), rng.randint(3, 10)], num_heads=4, num_kv_heads=2),

@@ -19,13 +19,16 @@ fail to open the reference files.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ FIRST_UID, UID_COUNT = 61000, 1000
 HOME = "/home/student"               # the working folder, as a namespace sandbox sees it
 SHARED_TEMP = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
 HERE = Path(__file__).resolve().parent
+UID_LOCKS = Path(tempfile.gettempdir()) / "pagedlab-grade-uids"   # one lock file per uid in use
 
 
 class IsolationUnavailable(RuntimeError):
@@ -61,7 +65,9 @@ class Sandbox:
             os.chmod(self.bin / name, 0o644)
         self.libs: dict[str, Path] = {}
         self.uids = _free_uids() if os.geteuid() == 0 else []
-        self.next_uid, self.used_uids = 0, set()
+        self.next_uid, self.used_uids = random.randrange(max(1, len(self.uids))), set()
+        self.held: dict[int, int] = {}       # uid -> fd of its lock: no other run may use it
+        self.mutex = threading.Lock()
         self.locked: list[tuple[Path, int]] = []
         if mode == "uid":
             self._lock()
@@ -98,13 +104,34 @@ class Sandbox:
 
     # -- one process --
     def allocate_uid(self) -> int:
+        """A uid for the next submission, held for this run (other runs skip it)."""
         if self.mode == "none" or not self.uids:
             return os.getuid()
-        uid = self.uids[self.next_uid % len(self.uids)]
-        self.next_uid += 1
-        self.used_uids.add(uid)
+        with self.mutex:
+            for _ in range(len(self.uids)):
+                uid = self.uids[self.next_uid % len(self.uids)]
+                self.next_uid += 1
+                if uid in self.held or self._reserve(uid):
+                    break
+            else:
+                raise IsolationUnavailable("every sandbox uid is held by other grading runs")
+            self.used_uids.add(uid)
         self.sweep(uid)
         return uid
+
+    def _reserve(self, uid: int) -> bool:
+        if not UID_LOCKS.is_dir() or UID_LOCKS.is_symlink() or UID_LOCKS.stat().st_uid != 0:
+            if UID_LOCKS.exists() or UID_LOCKS.is_symlink():
+                os.rename(UID_LOCKS, f"{UID_LOCKS}.{os.getpid()}.unsafe")   # not ours: set aside
+            UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.held[uid] = fd
+        return True
 
     def workdir(self, uid: int) -> Path:
         path = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
@@ -158,8 +185,9 @@ class Sandbox:
         for real in learner_copy.source_folders().values():   # an installed (non-editable) copy
             argv += ["--tmpfs", str(real)] if any(
                 str(real).startswith(f + os.sep) for f in (sys.prefix, sys.base_prefix, "/usr")) else []
-        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(256 << 20), "--tmpfs", "/tmp",
-                 "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
         for device in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(device), str(device)]
         argv += ["--perms", "0755", "--dir", "/grader", "--perms", "0755", "--dir", "/home",
@@ -189,7 +217,7 @@ class Sandbox:
 
     def sweep(self, uid: int) -> None:
         """Kill every process of ``uid`` and remove its files from the shared temp folders."""
-        if uid == os.getuid() or uid not in self.uids:
+        if uid == os.getuid() or uid not in self.held:
             return
         pid = os.fork()
         if pid == 0:   # as that uid, kill(-1) reaches exactly that uid's processes
@@ -240,6 +268,9 @@ class Sandbox:
     def close(self) -> None:
         for uid in sorted(self.used_uids):
             self.sweep(uid)
+        for fd in self.held.values():
+            os.close(fd)
+        self.held = {}
         for path, mode in reversed(self.locked):
             try:
                 os.chmod(path, mode)

@@ -1,0 +1,91 @@
+"""The isolation of a run: chosen, probed at start, recorded, and undone at the end."""
+import json
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from pagedlab.grading import command, isolation, learner_copy
+from pagedlab.grading.sandbox import IsolationUnavailable, Sandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_hostile_submissions import python_for_others  # noqa: E402,F401 (a fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = ROOT / "solutions" / "ex01_block_manager.ipynb"
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as in CI")
+with_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (make test)")
+
+
+def test_isolation_none_says_loudly_that_it_is_not_isolated(tmp_path, capsys):
+    status = command.main([str(SOLUTION), "--isolation", "none", "--gradescope", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "WARNING: NOT ISOLATED" in captured.err
+    assert "NOT ISOLATED" in captured.out and "(isolation: none)" in captured.out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["extra_data"] == {"isolation": "none", "isolated": False, "student": "submission"}
+    assert data["output"].startswith("NOT ISOLATED") and data["score"] == 6
+
+
+def test_an_unknown_isolation_is_refused_by_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        command.main([str(SOLUTION), "--isolation", "chroot"])
+    assert "invalid choice: 'chroot'" in capsys.readouterr().err
+
+
+@as_root
+@with_bwrap
+def test_a_namespace_sandbox_sees_no_reference_and_no_repository():
+    with isolation.open_sandbox("namespace", [SOLUTION]) as box:
+        secrets = box.secrets()
+        assert learner_copy.source_folders()[""] / "blocks.py" in secrets
+        assert any(p.suffix == ".ipynb" and p.parent.name == "solutions" for p in secrets)
+        assert isolation.probe(box) is None
+
+
+@as_root
+def test_the_probe_refuses_a_boundary_that_leaks(tmp_path, monkeypatch, python_for_others):
+    """uid isolation on a machine where a reference file stays readable to everyone (a copy
+    outside the locked folders): the run refuses uid mode instead of trusting it."""
+    leaked = tmp_path / "blocks.py"
+    leaked.write_text("class BlockManager: ...")
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(Sandbox, "secrets", lambda self: [leaked])
+    with pytest.raises(IsolationUnavailable, match=f"could open {leaked}"):
+        isolation.open_sandbox("uid", [])
+
+
+@as_root
+def test_uid_mode_locks_the_reference_for_the_run_and_restores_it(tmp_path, python_for_others):
+    package = learner_copy.source_folders()[""]
+    notebook = tmp_path / "ex01_block_manager.ipynb"
+    notebook.write_text(SOLUTION.read_text())
+    os.chmod(notebook, 0o644)
+    before = {p: stat.S_IMODE(p.stat().st_mode) for p in (package, notebook)}
+    with isolation.open_sandbox("uid", [notebook]) as box:
+        assert box.mode == "uid"
+        for path in before:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    assert {p: stat.S_IMODE(p.stat().st_mode) for p in before} == before
+
+
+@as_root
+def test_two_runs_at_once_never_share_a_uid():
+    with Sandbox("uid", []) as first, Sandbox("uid", []) as second:
+        mine = {first.allocate_uid() for _ in range(5)}
+        theirs = {second.allocate_uid() for _ in range(5)}
+        assert len(mine) == len(theirs) == 5 and not mine & theirs
+        first.close()
+
+
+def test_auto_falls_back_and_says_why(monkeypatch, capsys):
+    monkeypatch.setattr(isolation.shutil, "which", lambda name: None)   # no bubblewrap
+    monkeypatch.setattr(isolation.os, "geteuid", lambda: 1000)          # not root
+    with isolation.open_sandbox("auto", []) as box:
+        assert box.mode == "none"
+    err = capsys.readouterr().err
+    assert "NOT ISOLATED" in err and "bubblewrap is not installed" in err and "needs root" in err

@@ -39,6 +39,7 @@ _LAZY = {
     "LlamaConfig": "llama",
     "from_hf": "models",
     "from_pretrained": "models",
+    "tiny_model": "tiny",
     "LLMEngine": "engine",
     "check": "grading",
     "widgets": None,

@@ -101,6 +101,8 @@ class PagedRunner:
             positions += range(start, len(seq))
             slots += [table[p // size] * size + p % size for p in range(start, len(seq))]
             query_lens.append(len(seq) - start)
+        seen = set()  # a slot named twice (blocks shared, no copy-on-write): the first writes
+        slots = [-1 if slot in seen or seen.add(slot) else slot for slot in slots]
         width = max(len(t) for t in tables)
         batch = PagedBatch(
             input_ids=torch.tensor(ids), positions=torch.tensor(positions),
@@ -301,3 +303,171 @@ def test_too_many_tokens_are_refused():
     _, model = case("qwen2-gqa2-bias")
     with pytest.raises(pl.InvalidConfig, match="positions"):
         model(torch.zeros(1, 129, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------- the tiny model
+@functools.lru_cache(maxsize=None)
+def training_script():
+    """tools/train_tiny_model.py, imported as a module (its recipe and its train())."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "train_tiny_model.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return pl.tiny_model()
+
+
+def test_shipped_tiny_model_is_what_the_training_recipe_describes(tiny):
+    from dataclasses import asdict
+
+    from pagedlab.tiny import WEIGHTS
+
+    script, (model, task) = training_script(), tiny
+    saved = torch.load(WEIGHTS, weights_only=True)
+    assert saved["config"] == asdict(script.CONFIG) and model.config == script.CONFIG
+    assert saved["task"] == asdict(script.TASK) and task == script.TASK
+    assert saved["recipe"] == script.RECIPE
+    assert model.vocab_size == len(task.vocab) == 31  # ".", "[", "]", ">", "<" and a-z
+    assert (model.config.num_attention_heads, model.num_kv_heads) == (4, 2)  # GQA
+    assert model.max_seq_len == 2 * task.max_len + 4  # the longest prompt and its answer
+    shapes = {name: p.shape for name, p in pl.Llama(script.CONFIG).state_dict().items()}
+    assert {name: p.shape for name, p in saved["state_dict"].items()} == shapes
+    assert WEIGHTS.stat().st_size < 2_000_000
+
+
+def test_tiny_task_reads_and_checks_answers():
+    from pagedlab.tiny import CopyTask
+
+    task = CopyTask()
+    prompt = task.encode("[qwerty]")
+    assert task.decode(prompt) == "[qwerty]"
+    assert [task.decode(a) for a in task.answers(prompt)] == [">qwerty.", "<ytrewq."]
+    assert task.answer(prompt) == task.encode(">qwerty.")  # what greedy decoding gives
+    echo = lambda prompts, n: [task.answer(p) + [5, 5] for p in prompts]  # noqa: E731
+    assert task.evaluate(echo, [prompt]) == 1.0  # what follows "." does not count
+    assert task.evaluate(lambda prompts, n: [p for p in prompts], [prompt]) == 0.0
+    outputs = [task.encode(text) for text in ("<ytrewq.ab", "<qwerty.", ">qwert")]
+    assert task.report([prompt] * 3, outputs) == [
+        "[qwerty] -> <ytrewq.  ok", "[qwerty] -> <qwerty.  WRONG", "[qwerty] -> >qwert  WRONG"]
+    with pytest.raises(pl.InvalidConfig, match="vocabulary"):
+        task.encode("[QWERTY]")
+
+
+def test_held_out_lists_are_never_trained_on():
+    import random
+
+    task = training_script().TASK
+    rng = random.Random(0)
+    assert not any(task.is_held_out(task.sample(rng, held_out=False)) for _ in range(2000))
+    prompts = task.prompts(50, seed=3)
+    assert all(task.is_held_out(task.decode(p[1:-1])) for p in prompts)
+    assert prompts == task.prompts(50, seed=3)
+
+
+@pytest.mark.parametrize("block_size", [4, 16])
+def test_tiny_model_copies_held_out_lists_through_the_paged_cache(tiny, block_size):
+    """Prompts of 16-24 letters fill 5-7 blocks of 4 (2 of 16); answers run into 5-7 more of 4."""
+    model, task = tiny
+    prompts = task.prompts(40, seed=11, min_len=16)
+    outputs, _ = PagedRunner(model, block_size, num_blocks=40 * 80 // block_size).generate(
+        prompts, task.max_new_tokens)
+    assert task.evaluate(lambda p, n: outputs, prompts) >= 0.95
+
+
+def test_tiny_model_copies_held_out_lists_contiguously(tiny):
+    model, task = tiny
+    prompts = task.prompts(200, seed=12)
+    accuracy = task.evaluate(functools.partial(training_script().greedy, model), prompts)
+    assert accuracy >= 0.95, accuracy
+
+
+def test_a_wrong_block_table_breaks_the_tiny_models_answers(tiny, monkeypatch):
+    """The point of the tiny model: a paging bug shows. Here every table reads its blocks in
+    reverse order (the keys were stored through the right table)."""
+    import dataclasses
+
+    import pagedlab.llama
+    from pagedlab.paged_batch import paged_attention_torch
+
+    def reversed_tables(q, k, v, batch, kv_cache, layer):
+        kv_cache.write(layer, k, v, batch.slot_mapping, backend="torch")
+        tables = batch.block_tables.clone()
+        for row in tables:
+            used = int((row >= 0).sum())
+            row[:used] = row[:used].flip(0)
+        return paged_attention_torch(q, *kv_cache[layer],
+                                     dataclasses.replace(batch, block_tables=tables))
+
+    model, task = tiny
+    prompts = task.prompts(20, seed=13, min_len=16)
+    monkeypatch.setattr(pagedlab.llama, "write_and_attend", reversed_tables)
+    outputs, _ = PagedRunner(model, 16, num_blocks=128).generate(prompts, task.max_new_tokens)
+    assert task.evaluate(lambda p, n: outputs, prompts) <= 0.2
+
+
+def forked_samples(model, task, prompt, n, copy_on_write, seed):
+    """n samples of one prompt (temperature 1) sharing its blocks, as after a fork. With
+    copy_on_write the shared, partly filled last block is copied for each sample before it
+    writes there; without, every sample writes its answer into that same block."""
+    from pagedlab.sampling import SamplingParams, make_generator, sample
+
+    runner = PagedRunner(model, block_size=16, num_blocks=64, seed=seed)
+    table = []
+    logits = runner.step([list(prompt)], [table], [0])[0]  # prefill once
+    tables = [list(table) for _ in range(n)]
+    if copy_on_write:
+        for other in tables[1:]:
+            other[-1] = runner.free.pop()
+            runner.cache.copy_blocks([(table[-1], other[-1])])
+    params = SamplingParams(max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed)
+    generators = [make_generator(seed, i) for i in range(n)]
+    seqs, rows = [list(prompt) for _ in range(n)], [logits] * n
+    for _ in range(task.max_new_tokens):
+        for seq, row, generator in zip(seqs, rows, generators):
+            seq.append(sample(row, params, generator))
+        rows = runner.step(seqs, tables, [len(s) - 1 for s in seqs])
+    return [seq[len(prompt):] for seq in seqs]
+
+
+def test_samples_pick_their_own_direction_and_keep_it(tiny):
+    model, task = tiny
+    prompts = task.prompts(6, seed=15, min_len=15, max_len=22)  # 1-8 tokens into a block of 16
+    outputs = [out for i, prompt in enumerate(prompts)
+               for out in forked_samples(model, task, prompt, 4, copy_on_write=True, seed=i)]
+    samples = [prompt for prompt in prompts for _ in range(4)]
+    assert all(task.correct(samples, outputs)), task.report(samples, outputs)
+    assert {task.decode(out)[0] for out in outputs} == {">", "<"}  # both directions drawn
+
+
+def test_a_skipped_copy_on_write_breaks_the_tiny_models_samples(tiny):
+    """Samples that share a block and skip the copy overwrite each other's direction."""
+    model, task = tiny
+    prompts = task.prompts(6, seed=15, min_len=15, max_len=22)
+    samples = [prompt for prompt in prompts for _ in range(4)]
+    outputs = [out for i, prompt in enumerate(prompts)
+               for out in forked_samples(model, task, prompt, 4, copy_on_write=False, seed=i)]
+    assert sum(task.correct(samples, outputs)) <= 0.8 * len(samples)
+
+
+def test_tiny_model_through_the_engine(tiny):
+    model, task = tiny
+    try:
+        engine = pl.LLMEngine(model, num_blocks=64, block_size=8)
+    except TypeError as error:  # the engine serves GPT-2 only until it learns the interface
+        pytest.skip(f"LLMEngine does not serve pl.Llama yet: {error}")
+    assert task.evaluate(engine, task.prompts(20, seed=14, min_len=12)) >= 0.95
+
+
+def test_training_is_deterministic():
+    script = training_script()
+    recipe = {**script.RECIPE, "steps": 4, "batch_size": 8, "eval_prompts": 2}
+    (first, _), (again, _) = script.train(recipe, log_every=0), script.train(recipe, log_every=0)
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name

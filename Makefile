@@ -38,7 +38,16 @@ chromium:
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium missing and no root/apt: the browser test will be skipped"; fi; }
 
-test: $(STAMP) chromium
+# Debian's bubblewrap, so the grader's tests run in namespace isolation too (as in CI); skipped
+# where there is no root or no apt (those tests then skip, saying why).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+	      || echo "could not install bubblewrap: the namespace grading tests will be skipped"; \
+	  else echo "bubblewrap missing and no root/apt: the namespace grading tests will be skipped"; fi; }
+
+test: $(STAMP) chromium bubblewrap
 	$(BIN)/python -m pytest
 
 # On a GPU machine with torch and Triton but no network.

@@ -4,6 +4,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,15 +49,19 @@ def test_a_namespace_sandbox_sees_no_reference_and_no_repository():
 
 
 @as_root
-def test_the_probe_refuses_a_boundary_that_leaks(tmp_path, monkeypatch, python_for_others):
+def test_the_probe_refuses_a_boundary_that_leaks(monkeypatch, python_for_others):
     """uid isolation on a machine where a reference file stays readable to everyone (a copy
     outside the locked folders): the run refuses uid mode instead of trusting it."""
-    leaked = tmp_path / "blocks.py"
-    leaked.write_text("class BlockManager: ...")
-    os.chmod(tmp_path, 0o755)
-    monkeypatch.setattr(Sandbox, "secrets", lambda self: [leaked])
-    with pytest.raises(IsolationUnavailable, match=f"could open {leaked}"):
-        isolation.open_sandbox("uid", [])
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(folder, 0o755)
+        leaked = folder / "blocks.py"
+        leaked.write_text("class BlockManager: ...")
+        monkeypatch.setattr(Sandbox, "secrets", lambda self: [leaked])
+        with pytest.raises(IsolationUnavailable, match=f"could open {leaked}"):
+            isolation.open_sandbox("uid", [])
+    finally:
+        shutil.rmtree(folder)
 
 
 @as_root

@@ -53,11 +53,7 @@ def probe(sandbox: Sandbox) -> str | None:
 
 
 def _candidates(mode: str) -> list[str]:
-    if mode != "auto":
-        return [mode]
-    root = os.geteuid() == 0
-    return [m for m, ok in (("namespace", shutil.which("bwrap") is not None), ("uid", root),
-                            ("none", True)) if ok]
+    return ["namespace", "uid", "none"] if mode == "auto" else [mode]
 
 
 def open_sandbox(mode: str, graded: list[Path], quiet: bool = False) -> Sandbox:

@@ -221,6 +221,53 @@ def test_sampling_with_a_seed_is_reproducible():
     assert sampled(7) != sampled(8)
 
 
+# ---------------------------------------------------------------------------- the engine
+ENGINE_CONFIGS = {  # name -> LLMEngine settings (block_size 4); prompts 3-21 tokens
+    "chunked-budget-7": dict(num_blocks=64, max_num_batched_tokens=7),
+    "whole-prompts": dict(num_blocks=64, enable_chunked_prefill=False),
+    "prefix-caching": dict(num_blocks=64, enable_prefix_caching=True),
+    "tiny-pool-recompute": dict(num_blocks=10, preemption="recompute"),
+    "tiny-pool-swap": dict(num_blocks=10, preemption="swap", max_num_batched_tokens=8),
+}
+ENGINE_PROMPTS = random_prompts([3, 13, 21, 9], seed=4)
+
+
+@functools.lru_cache(maxsize=None)
+def hf_tokens(name):
+    return [hf_greedy(case(name)[0], prompt, 6) for prompt in ENGINE_PROMPTS]
+
+
+@pytest.mark.parametrize("config", ENGINE_CONFIGS)
+@pytest.mark.parametrize("name", CASES)
+def test_engine_greedy_tokens_equal_hugging_face(name, config):
+    """Prompts twice: the copies hit the prefix cache (when on) and crowd the tiny pools."""
+    engine = pl.LLMEngine(case(name)[1], block_size=4, **ENGINE_CONFIGS[config])
+    out = engine.generate(ENGINE_PROMPTS + ENGINE_PROMPTS[::-1], max_new_tokens=6,
+                          progress=False)
+    assert out == hf_tokens(name) + hf_tokens(name)[::-1]
+    if config.startswith("tiny-pool"):
+        assert engine.stats.preemptions > 0
+    if config == "prefix-caching":
+        assert engine.stats.prefix_hit_tokens > 0
+    assert engine.block_manager.num_used_blocks == 0
+
+
+def test_engine_cache_holds_only_the_kv_heads():
+    _, model = case("mistral-gqa4")  # 8 query heads over 2 K/V heads of 8, 2 layers
+    engine = pl.LLMEngine(model, num_blocks=8, block_size=4)
+    assert engine.kv_cache.k.shape == (2, 8, 4, 2, 8)  # (layers, blocks, block, kv heads, hd)
+    assert engine.kv_bytes_per_token == 2 * 2 * 2 * 8 * 4  # K and V, layers, heads, hd, fp32
+
+
+def test_engine_sampling_with_a_seed_is_reproducible():
+    _, model = case("qwen2-gqa2-bias")
+    engine = pl.LLMEngine(model, num_blocks=64, block_size=4)
+    kwargs = dict(max_new_tokens=6, temperature=1.0, progress=False)
+    first = engine.generate(ENGINE_PROMPTS, seed=3, **kwargs)
+    assert engine.generate(ENGINE_PROMPTS, seed=3, **kwargs) == first
+    assert engine.generate(ENGINE_PROMPTS, seed=4, **kwargs) != first
+
+
 # ---------------------------------------------------------------------------- loading
 @pytest.mark.parametrize("name", ["qwen2-gqa2-bias", "llama-gqa4-head80-tied"])
 def test_from_pretrained_reads_a_local_folder(name, tmp_path):
@@ -456,13 +503,25 @@ def test_a_skipped_copy_on_write_breaks_the_tiny_models_samples(tiny):
     assert sum(task.correct(samples, outputs)) <= 0.8 * len(samples)
 
 
-def test_tiny_model_through_the_engine(tiny):
+@pytest.mark.parametrize("settings", [dict(block_size=4), dict(block_size=16),
+                                      dict(block_size=8, enable_prefix_caching=True,
+                                           max_num_batched_tokens=16)])
+def test_tiny_model_through_the_engine(tiny, settings):
     model, task = tiny
-    try:
-        engine = pl.LLMEngine(model, num_blocks=64, block_size=8)
-    except TypeError as error:  # the engine serves GPT-2 only until it learns the interface
-        pytest.skip(f"LLMEngine does not serve pl.Llama yet: {error}")
-    assert task.evaluate(engine, task.prompts(20, seed=14, min_len=12)) >= 0.95
+    engine = pl.LLMEngine(model, num_blocks=1024 // settings["block_size"],
+                          eos_token_id=task.eos_token_id, **settings)
+    assert task.evaluate(engine, task.prompts(30, seed=14, min_len=12)) >= 0.95
+
+
+def test_tiny_models_samples_through_the_engine_are_right_and_differ(tiny):
+    model, task = tiny
+    engine = pl.LLMEngine(model, num_blocks=128, block_size=8, eos_token_id=task.eos_token_id)
+    prompts = task.prompts(4, seed=16, min_len=12)
+    samples = engine.generate(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                              seed=0, n=4, progress=False)
+    flat = [out for group in samples for out in group]
+    assert all(task.correct([p for p in prompts for _ in range(4)], flat))
+    assert {task.decode(out)[0] for out in flat} == {">", "<"}  # both directions drawn
 
 
 def test_training_is_deterministic():

@@ -11,19 +11,24 @@ Token ``t`` of a sequence lives in physical block ``block_tables[seq, t // block
 ``t % block_size``. Nothing else about the cache is assumed: blocks may be anywhere, in any order.
 
 The grid. One program per (sequence, KV head[, split]). With grouped-query attention several
-query heads share one KV head; the program handles the whole group, so each key and value is
-read from memory once and used by every query head of the group (the group is padded to 16 rows,
-the smallest matrix a GPU's ``tl.dot`` accepts, and the padding is masked).
+query heads share one KV head; the program handles all of them (``HEAD_ROWS`` rows, its query
+heads padded to a power of two), so each key and value is read from memory once and used by
+every query head that needs it. The products are ``tl.dot``s, which need 16 rows: with few query
+heads on a GPU without tensor cores for the dtype (a T4, any fp32), padding to 16 rows would
+multiply mostly zeros, so the program multiplies and sums over its real rows instead (``USE_DOT``
+off). Which to use, the tile and the warps come from :mod:`pagedlab.kernels.launch_config`.
 
-The loop. A program walks its context TILE tokens at a time. For every token of the tile it looks
-up the physical block in the block table, loads that key and value row, and folds the tile into an
-*online softmax* (kept in fp32): a running maximum ``m``, a running sum ``l`` of exp(score - m) and
-a running weighted sum ``acc`` of values, rescaled whenever ``m`` grows. At the end ``acc / l`` is
-the attention output, without ever holding all scores at once.
+The loop. A program walks its context TILE tokens at a time. It looks up where the tile's
+tokens live in the block table (once per block: a tile inside one block needs a single block id),
+loads their keys and values, and folds the tile into an *online softmax* (kept in fp32): a
+running maximum ``m``, a running sum ``l`` of exp(score - m) and a running weighted sum ``acc``
+of values, rescaled whenever ``m`` grows. At the end ``acc / l`` is the attention output,
+without ever holding all scores at once.
 
 Split-K (flash-decoding). A few sequences with long contexts give too few programs to fill a GPU.
 Then each context is cut into ``num_splits`` pieces handled by separate programs, each writing its
-partial ``(acc, m, l)``; a second small kernel merges them. :func:`choose_num_splits` decides.
+partial ``(acc, m, l)``; a second small kernel merges them.
+:func:`pagedlab.kernels.launch_config.choose_num_splits` decides.
 
 Masks. Tokens past the context (the partial last block) score -inf; head dims that are not a
 power of two (80, 96) are padded up with masked loads; padded query rows are never stored.
@@ -32,20 +37,22 @@ Dtypes. fp32, fp16 and bf16 in the cache; scores, softmax and accumulators in fp
 interpreter (CPU) every ``tl.dot`` runs in fp32, because a bf16 ``tl.dot`` there gives wrong
 numbers. fp32 caches on a GPU use exact fp32 products (not TF32).
 
-Test: tests/test_kernels.py (against pagedlab.paged_attention_reference). Benchmark:
-``pagedlab bench`` (pagedlab/bench.py). See notebooks/07_triton_kernel.ipynb.
+Test: tests/test_kernels.py (against pagedlab.paged_attention_reference); what it compiles to on a
+T4, an A100 and an H100: tests/test_compile.py, benchmarks/results/compile_table.md. Benchmark:
+``pagedlab bench`` (pagedlab/tools/bench.py). See notebooks/07_triton_kernel.ipynb.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import pagedlab.backend  # first: it sets TRITON_INTERPRET before @triton.jit below runs
 import torch
 import triton
 import triton.language as tl
 
+from .launch_config import DecodeConfig, choose_num_splits, decode_config
+
 LOG2_E = 1.4426950408889634  # exp(x) == exp2(x * log2(e)); exp2 is the GPU's native instruction
-MIN_GROUP_ROWS = 16  # compiled tl.dot needs every matrix dimension >= 16
 
 
 @triton.jit
@@ -62,18 +69,18 @@ def paged_decode_kernel(
     qk_scale,  # softmax scale * log2(e)
     tokens_per_split,  # context tokens each split covers (a multiple of TILE)
     stride_q_seq, stride_q_head,
-    stride_k_block, stride_k_token, stride_k_head,
-    stride_v_block, stride_v_token, stride_v_head,
+    stride_block, stride_token, stride_kv_head,  # of k_cache and v_cache alike
     stride_table_seq,
     stride_out_seq, stride_out_head,
     stride_part_seq, stride_part_head, stride_part_split,
-    QUERIES_PER_KV: tl.constexpr,  # query heads per KV head (the GQA group size)
-    GROUP_ROWS: tl.constexpr,  # QUERIES_PER_KV padded up to a power of two >= 16
+    QUERIES_PER_KV: tl.constexpr,  # query heads per KV head (grouped-query attention)
+    HEAD_ROWS: tl.constexpr,  # QUERIES_PER_KV padded up to a power of two (>= 16 for tl.dot)
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,  # HEAD_DIM padded up to a power of two >= 16
     BLOCK_SIZE: tl.constexpr,  # tokens per cache block (a power of two)
     TILE: tl.constexpr,  # tokens per loop step (a power of two >= 16)
     SPLIT: tl.constexpr,  # write partial results for the reduce kernel
+    USE_DOT: tl.constexpr,  # products by tl.dot (tensor cores), else multiply and sum (FMAs)
     DOT_FP32: tl.constexpr,  # do the matrix products in fp32 (fp32 caches, the interpreter)
 ):
     seq = tl.program_id(0)
@@ -81,78 +88,89 @@ def paged_decode_kernel(
     split = tl.program_id(2)
 
     # -- which query heads and which context tokens this program owns --
-    rows = tl.arange(0, GROUP_ROWS)  # (G,) query heads of the group, padded
+    rows = tl.arange(0, HEAD_ROWS)  # (R,) query heads that share this KV head, padded
     dims = tl.arange(0, HEAD_DIM_PAD)  # (D,) head dims, padded
-    head = kv_head * QUERIES_PER_KV + rows  # (G,)
-    row_mask = rows < QUERIES_PER_KV  # (G,)
+    head = kv_head * QUERIES_PER_KV + rows  # (R,)
+    row_mask = rows < QUERIES_PER_KV  # (R,)
     dim_mask = dims < HEAD_DIM  # (D,)
     context_len = tl.load(context_lens_ptr + seq)
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, context_len)
+    table = block_tables_ptr + seq * stride_table_seq  # this sequence's block table
+    k_head = k_cache_ptr + kv_head * stride_kv_head  # this KV head's keys in block 0
+    v_head = v_cache_ptr + kv_head * stride_kv_head
 
-    # -- load the group's queries once --
-    q_offsets = seq * stride_q_seq + head[:, None] * stride_q_head + dims[None, :]  # (G, D)
-    q = tl.load(q_ptr + q_offsets, mask=row_mask[:, None] & dim_mask[None, :], other=0.0)  # (G, D)
-    if DOT_FP32:
+    # -- load the query heads once --
+    q_offsets = seq * stride_q_seq + head[:, None] * stride_q_head + dims[None, :]  # (R, D)
+    q = tl.load(q_ptr + q_offsets, mask=row_mask[:, None] & dim_mask[None, :], other=0.0)  # (R, D)
+    if DOT_FP32 or not USE_DOT:
         q = q.to(tl.float32)
 
     # -- online-softmax state, fp32 (a finite start keeps exp2 free of inf - inf) --
-    m_i = tl.full([GROUP_ROWS], -1.0e30, dtype=tl.float32)  # (G,) running max score
-    l_i = tl.zeros([GROUP_ROWS], dtype=tl.float32)  # (G,) running sum of exp2(score - m_i)
-    acc = tl.zeros([GROUP_ROWS, HEAD_DIM_PAD], dtype=tl.float32)  # (G, D) running sum of p * v
+    m_i = tl.full([HEAD_ROWS], -1.0e30, dtype=tl.float32)  # (R,) running max score
+    l_i = tl.zeros([HEAD_ROWS], dtype=tl.float32)  # (R,) running sum of exp2(score - m_i)
+    acc = tl.zeros([HEAD_ROWS, HEAD_DIM_PAD], dtype=tl.float32)  # (R, D) running sum of p * v
 
     for tile_start in range(start, end, TILE):
-        # -- find each token's physical block through the block table --
         tokens = tile_start + tl.arange(0, TILE)  # (T,) positions in the sequence
         token_mask = tokens < end  # (T,) the partial last block ends here
-        block = tl.load(block_tables_ptr + seq * stride_table_seq + tokens // BLOCK_SIZE,
-                        mask=token_mask, other=0).to(tl.int64)  # (T,) physical block ids
-        row_in_block = tokens % BLOCK_SIZE  # (T,)
+
+        # -- where this tile's tokens live: one block-table load per block, not per token --
+        if TILE <= BLOCK_SIZE:  # the tile lies inside one block: one block id, one base address
+            block = tl.load(table + tile_start // BLOCK_SIZE).to(tl.int64)  # physical block
+            k_tile = k_head + block * stride_block  # this block's keys
+            v_tile = v_head + block * stride_block
+            token_offsets = (tile_start % BLOCK_SIZE + tl.arange(0, TILE)) * stride_token  # (T,)
+        else:  # the tile spans whole blocks: load their ids once, then give each token its own
+            logical = tile_start // BLOCK_SIZE + tl.arange(0, TILE // BLOCK_SIZE)  # (NB,)
+            blocks = tl.load(table + logical, mask=logical * BLOCK_SIZE < end, other=0)  # (NB,)
+            block = tl.reshape(tl.broadcast_to(blocks[:, None], (TILE // BLOCK_SIZE, BLOCK_SIZE)),
+                               (TILE,)).to(tl.int64)  # (T,) each token's physical block
+            k_tile, v_tile = k_head, v_head
+            token_offsets = block * stride_block + (tokens % BLOCK_SIZE) * stride_token  # (T,)
 
         # -- load this tile's keys, transposed: one column per token --
-        k_offsets = (block[None, :] * stride_k_block + row_in_block[None, :] * stride_k_token
-                     + kv_head * stride_k_head + dims[:, None])  # (D, T)
-        k = tl.load(k_cache_ptr + k_offsets, mask=dim_mask[:, None] & token_mask[None, :],
-                    other=0.0)  # (D, T)
-        if DOT_FP32:
-            k = k.to(tl.float32)
+        k = tl.load(k_tile + token_offsets[None, :] + dims[:, None],
+                    mask=dim_mask[:, None] & token_mask[None, :], other=0.0)  # (D, T)
 
         # -- scores of every query head against every token, in log2 units --
-        if DOT_FP32:
-            scores = tl.dot(q, k, input_precision="ieee")  # (G, T)
+        if not USE_DOT:  # few query heads: multiply and sum beats a dot padded to 16 rows
+            scores = tl.sum(q[:, :, None] * k.to(tl.float32)[None, :, :], axis=1)  # (R, T)
+        elif DOT_FP32:
+            scores = tl.dot(q, k.to(tl.float32), input_precision="ieee")  # (R, T)
         else:
-            scores = tl.dot(q, k)  # (G, T) fp32 accumulate
-        scores = scores * qk_scale  # (G, T)
-        scores = tl.where(token_mask[None, :], scores, float("-inf"))  # (G, T)
+            scores = tl.dot(q, k)  # (R, T) fp32 accumulate
+        scores = scores * qk_scale  # (R, T)
+        scores = tl.where(token_mask[None, :], scores, float("-inf"))  # (R, T)
 
         # -- online softmax: raise the max, rescale what we have, add this tile --
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))  # (G,)
-        alpha = tl.exp2(m_i - m_new)  # (G,) how much the old terms shrink
-        p = tl.exp2(scores - m_new[:, None])  # (G, T)
-        l_i = l_i * alpha + tl.sum(p, axis=1)  # (G,)
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))  # (R,)
+        alpha = tl.exp2(m_i - m_new)  # (R,) how much the old terms shrink
+        p = tl.exp2(scores - m_new[:, None])  # (R, T)
+        l_i = l_i * alpha + tl.sum(p, axis=1)  # (R,)
         m_i = m_new
 
-        # -- load this tile's values and accumulate p @ V --
-        v_offsets = (block[:, None] * stride_v_block + row_in_block[:, None] * stride_v_token
-                     + kv_head * stride_v_head + dims[None, :])  # (T, D)
-        v = tl.load(v_cache_ptr + v_offsets, mask=token_mask[:, None] & dim_mask[None, :],
-                    other=0.0)  # (T, D)
-        if DOT_FP32:
-            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")  # (G, D)
+        # -- load this tile's values (K and V share the layout) and accumulate p @ V --
+        v = tl.load(v_tile + token_offsets[:, None] + dims[None, :],
+                    mask=token_mask[:, None] & dim_mask[None, :], other=0.0)  # (T, D)
+        if not USE_DOT:
+            pv = tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)  # (R, D)
+        elif DOT_FP32:
+            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")  # (R, D)
         else:
-            pv = tl.dot(p.to(v.dtype), v)  # (G, D) fp32 accumulate
-        acc = acc * alpha[:, None] + pv  # (G, D)
+            pv = tl.dot(p.to(v.dtype), v)  # (R, D) fp32 accumulate
+        acc = acc * alpha[:, None] + pv  # (R, D)
 
     # -- write the result: final output, or this split's partial state --
-    out_mask = row_mask[:, None] & dim_mask[None, :]  # (G, D)
+    out_mask = row_mask[:, None] & dim_mask[None, :]  # (R, D)
     if SPLIT:
-        part = seq * stride_part_seq + head * stride_part_head + split * stride_part_split  # (G,)
+        part = seq * stride_part_seq + head * stride_part_head + split * stride_part_split  # (R,)
         tl.store(part_max_ptr + part, m_i, mask=row_mask)
         tl.store(part_sum_ptr + part, l_i, mask=row_mask)
-        acc_offsets = part[:, None] * HEAD_DIM_PAD + dims[None, :]  # (G, D)
+        acc_offsets = part[:, None] * HEAD_DIM_PAD + dims[None, :]  # (R, D)
         tl.store(part_acc_ptr + acc_offsets, acc, mask=row_mask[:, None])
     else:
-        out = acc / l_i[:, None]  # (G, D)
+        out = acc / l_i[:, None]  # (R, D)
         out_offsets = seq * stride_out_seq + head[:, None] * stride_out_head + dims[None, :]
         tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=out_mask)
 
@@ -190,34 +208,23 @@ def reduce_splits_kernel(
              out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
 
-def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context_len: int,
-                      num_sms: int | None, min_tokens_per_split: int = 512) -> int:
-    """How many pieces to cut each context into so that about 2 programs run per SM.
-
-    1 when the (sequence, KV head) programs already fill the GPU, the contexts are short, or
-    there is no GPU (``num_sms`` None: the interpreter runs programs one after another anyway).
-    """
-    programs = num_seqs * num_kv_heads
-    if num_sms is None or programs >= num_sms:
-        return 1
-    wanted = math.ceil(2 * num_sms / programs)
-    return max(1, min(wanted, math.ceil(max_context_len / min_tokens_per_split), 64))
-
-
 def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                            max_context_len: int, num_splits: int | None = None,
-                           tile: int | None = None, dot_fp32: bool | None = None) -> torch.Tensor:
+                           tile: int | None = None, dot_fp32: bool | None = None,
+                           config: DecodeConfig | None = None) -> torch.Tensor:
     """Launch the decode kernel (and the reduce kernel when split). Returns (num_seqs, num_heads,
     head_dim) in q's dtype. Inputs must already be validated (pagedlab.paged_attention does it).
 
-    ``tile`` (tokens per loop step) and ``dot_fp32`` (fp32 matrix products; default: for fp32
-    inputs and in the interpreter) are for tests and experiments.
+    Launch parameters come from :func:`pagedlab.kernels.launch_config.decode_config` for this GPU.
+    ``config`` (all of them), ``tile`` (tokens per loop step) and ``dot_fp32`` (fp32 matrix
+    products; default: for fp32 inputs and in the interpreter) are for tests and experiments.
     """
     num_seqs, num_heads, head_dim = q.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
-    # The kernel walks the last dim with unit stride and assumes int32 tables.
-    assert q.stride(-1) == 1 and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1
+    # The kernel walks the last dim with unit stride, reads K and V with one set of offsets and
+    # assumes int32 tables.
+    assert q.stride(-1) == 1 and k_cache.stride(-1) == 1 and k_cache.stride() == v_cache.stride()
     assert k_cache.shape == v_cache.shape and k_cache.dtype == v_cache.dtype == q.dtype
     assert block_tables.dtype == torch.int32 and block_tables.stride(1) == 1
     assert context_lens.dtype == torch.int32 and context_lens.is_contiguous()
@@ -227,15 +234,21 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     # The interpreter runs CPU tensors, and CUDA ones too where TRITON_INTERPRET=1 was set.
     interpreting = q.device.type == "cpu" or pagedlab.backend.triton_status()["mode"] == "interpreter"
+    capability = None if interpreting else torch.cuda.get_device_capability(q.device)
+    if config is None:
+        config = decode_config(capability, q.dtype, head_dim, queries_per_kv, block_size)
+    if tile is not None:
+        config = dataclasses.replace(config, tile=tile)
+    assert config.head_rows >= queries_per_kv and config.tile >= 16
     if dot_fp32 is None:
         dot_fp32 = interpreting or q.dtype == torch.float32
-    if tile is None:
-        tile = 32 if head_dim_pad > 128 else 64
     if num_splits is None:
         num_sms = None if interpreting else torch.cuda.get_device_properties(
             q.device).multi_processor_count
-        num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context_len, num_sms)
+        num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context_len, num_sms,
+                                       config.programs_per_sm)
     # Whole tiles per split; drop splits that would start past the longest context.
+    tile = config.tile
     tokens_per_split = triton.cdiv(triton.cdiv(max_context_len, num_splits), tile) * tile
     num_splits = triton.cdiv(max_context_len, tokens_per_split)
 
@@ -247,10 +260,9 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         part_max = torch.empty(num_seqs, num_heads, num_splits,
                                dtype=torch.float32, device=q.device)  # (S, H, splits)
         part_sum = torch.empty_like(part_max)  # (S, H, splits)
+        assert part_acc.stride(2) == head_dim_pad and part_max.stride() == part_sum.stride()
     else:
         part_acc = part_max = part_sum = out  # unused when not SPLIT
-    if split:
-        assert part_acc.stride(2) == head_dim_pad and part_max.stride() == part_sum.stride()
 
     grid = (num_seqs, num_kv_heads, num_splits)
     paged_decode_kernel[grid](
@@ -259,15 +271,14 @@ def paged_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         scale * LOG2_E, tokens_per_split,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0),
         out.stride(0), out.stride(1),
         part_max.stride(0), part_max.stride(1), part_max.stride(2),
-        QUERIES_PER_KV=queries_per_kv,
-        GROUP_ROWS=max(MIN_GROUP_ROWS, triton.next_power_of_2(queries_per_kv)),
+        QUERIES_PER_KV=queries_per_kv, HEAD_ROWS=config.head_rows,
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
         BLOCK_SIZE=block_size, TILE=tile,
-        SPLIT=split, DOT_FP32=dot_fp32,
+        SPLIT=split, USE_DOT=config.use_dot, DOT_FP32=dot_fp32,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if split:
         reduce_splits_kernel[(num_seqs, num_heads)](

@@ -67,7 +67,7 @@ def test_bad_configuration_raises_value_error_naming_it(kwargs, word):
 
 
 def test_write_puts_each_token_in_its_slot():
-    cache = pl.KVCache(3, 4, 2, 8, num_layers=2, device=DEVICE)
+    cache = pl.KVCache(3, 4, 2, 8, num_layers=2, dtype=torch.float32, device=DEVICE)
     k = torch.randn(5, 2, 8, device=DEVICE)  # (tokens, kv_heads, head_dim)
     v = torch.randn(5, 2, 8, device=DEVICE)
     slots = [9, 10, 11, 0, 1]  # block 2 rows 1-3, then block 0 rows 0-1
@@ -79,7 +79,7 @@ def test_write_puts_each_token_in_its_slot():
 
 
 def test_write_skips_slot_minus_one():
-    cache = pl.KVCache(2, 4, 1, 8, device=DEVICE)
+    cache = pl.KVCache(2, 4, 1, 8, dtype=torch.float32, device=DEVICE)
     k = torch.ones(3, 1, 8, device=DEVICE)
     cache.write(0, k, k, [2, -1, 5], backend="torch")
     written = cache.k[0].view(-1, 1, 8).any(dim=(1, 2)).nonzero().flatten().tolist()
@@ -89,7 +89,8 @@ def test_write_skips_slot_minus_one():
 @pytest.mark.parametrize("backend", ["triton", None])
 def test_triton_write_equals_torch_write(backend):
     pytest.importorskip("triton")
-    by_torch, by_kernel = (pl.KVCache(4, 8, 2, 16, device=DEVICE) for _ in range(2))
+    by_torch, by_kernel = (pl.KVCache(4, 8, 2, 16, dtype=torch.float32, device=DEVICE)
+                           for _ in range(2))
     k = torch.randn(7, 2, 16, device=DEVICE)
     v = torch.randn(7, 2, 16, device=DEVICE)
     slots = torch.tensor([31, 0, 8, -1, 9, 17, 5], device=DEVICE)
@@ -115,7 +116,8 @@ WRITE_ERRORS = {
 def test_bad_write_raises_value_error_and_changes_nothing(case):
     cache = filled_cache(num_blocks=8)
     before = snapshot(cache)
-    args = dict(layer=0, k=torch.zeros(3, 2, 8), v=torch.zeros(3, 2, 8), slot_mapping=[0, 1, 2])
+    args = dict(layer=0, k=torch.zeros(3, 2, 8, device=DEVICE), v=torch.zeros(3, 2, 8, device=DEVICE),
+                slot_mapping=[0, 1, 2])
     change, word = WRITE_ERRORS[case]
     args.update({name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value
                  for name, value in change.items()})

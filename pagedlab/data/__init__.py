@@ -1,0 +1,1 @@
+"""Files pagedlab ships: ``tiny_copy.pt``, the tiny model's weights (see :mod:`pagedlab.tiny`)."""

@@ -29,8 +29,8 @@ loudly and records it in every result. See :mod:`.sandbox` for how each mode is 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-mb", type=int, default=4096, help="memory limit per notebook")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the cases (default: a fresh one per notebook; not 0)")
-    parser.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                        help="notebooks graded at once (default: the CPUs, up to 4)")
     parser.add_argument("--gradescope-autograder", metavar="DIR",
                         help="write setup.sh and run_autograder for Gradescope into DIR, then stop")
     return parser
@@ -96,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     limits = Limits(case_timeout=args.timeout, setup_timeout=args.setup_timeout,
                     memory_mb=args.memory_mb)
-    printing = threading.Lock()
-
     def grade(item: tuple) -> tuple:
         submission, path = item
         try:
@@ -106,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
             return submission, None, str(error)
         except Exception as error:  # noqa: BLE001 - one bad notebook must not stop a class
             return submission, None, f"{path}: could not be graded ({type(error).__name__}: {error})"
-        with printing:
-            print(f"[{submission.student}] {report}\n" if len(submissions) > 1 else f"{report}\n",
-                  flush=True)
         return submission, report, None
 
     work = [(s, path) for s in submissions for path in s.notebooks]
     try:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for submission, report, problem in pool.map(grade, work):
-                (submission.reports.append(report) if report else submission.problems.append(problem))
+            for submission, report, problem in pool.map(grade, work):   # in order, as they finish
+                if report is None:
+                    submission.problems.append(problem)
+                    continue
+                submission.reports.append(report)
+                print(f"[{submission.student}] {report}\n" if len(submissions) > 1 else f"{report}\n",
+                      flush=True)
         left = sandbox.live_processes()
     finally:
         sandbox.close()           # every sandbox process killed, paths unlocked

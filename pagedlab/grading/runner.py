@@ -76,13 +76,12 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
     module = load(notebook.exercise_of(path, data))
     exercise = module.EXERCISE
     seed = random.SystemRandom().randrange(1, 1 << 30) if seed is None else seed
-    cases = module.cases(seed)
-    expected = judge.expected_outputs(module, cases)
+    cases, expected = module.cases(seed), None
     try:
         cells = module.cells(data) if hasattr(module, "cells") else notebook.code_cells(data)
     except judge.NotSolved as problem:
         outcomes = [{"status": "not solved", "where": problem.where, "detail": str(problem)}] * len(cases)
-        return judge.report(module, cases, expected, outcomes, source=str(path),
+        return judge.report(module, cases, judge.expected_outputs(module, cases), outcomes, source=str(path),
                             seconds=time.monotonic() - started, isolation=sandbox.mode)
     case_timeout = limits.case_timeout or exercise.case_timeout
     outcomes: dict[int, dict] = {}
@@ -102,6 +101,8 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
         lines = Lines(process.stdout, process.stderr, max(0, limits.output_bytes - len(output)))
         try:
             _send(process, job)
+            if expected is None:    # while the sandbox starts (torch takes seconds to import)
+                expected = judge.expected_outputs(module, cases)
             remaining, used = _watch(lines, process, remaining, outcomes, notes, setup_left,
                                      case_timeout)
             setup_left = max(0.0, setup_left - used)

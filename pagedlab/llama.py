@@ -36,7 +36,7 @@ LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
 
 @dataclass
 class LlamaConfig:
-    """A Llama-family shape. The defaults are SmolLM2-135M's (30 layers, 9 heads over 3 K/V heads)."""
+    """A Llama-family shape. Defaults: SmolLM2-135M's (30 layers, 9 heads over 3 K/V heads)."""
 
     vocab_size: int = 49152
     max_position_embeddings: int = 8192  # the longest sequence the model runs
@@ -44,7 +44,7 @@ class LlamaConfig:
     intermediate_size: int = 1536  # the SwiGLU MLP's width
     num_hidden_layers: int = 30
     num_attention_heads: int = 9
-    num_key_value_heads: int = 3  # = num_attention_heads: plain multi-head attention
+    num_key_value_heads: int = 3  # K/V heads; as many as query heads is plain multi-head
     head_dim: int | None = None  # None: hidden_size // num_attention_heads
     rms_norm_eps: float = 1e-5
     rope_theta: float = 100000.0

@@ -110,11 +110,12 @@ class CopyTask:
                 for prompt, out in zip(prompts, outputs)]
 
     def evaluate(self, generate, prompts: list[list[int]]) -> float:
-        """Fraction of prompts answered exactly right (greedy decoding, unless ``generate`` samples).
+        """Fraction of prompts answered exactly right (either direction counts).
 
-        ``generate``: an engine (anything with ``.generate(prompts, max_new_tokens=...)``, e.g.
-        :class:`pagedlab.LLMEngine`) or a function ``(prompts, max_new_tokens) -> outputs``
-        (e.g. ``functools.partial(pl.naive_generate, model)``); outputs are new tokens only.
+        ``generate``: a :class:`pagedlab.LLMEngine` (greedy unless told otherwise), or a function
+        ``(prompts, max_new_tokens) -> outputs``, new tokens only (e.g.
+        ``functools.partial(pl.naive_generate, model)``, or a copy of the engine's path with a
+        bug in it).
         """
         if hasattr(generate, "generate"):
             outputs = generate.generate(prompts, max_new_tokens=self.max_new_tokens,

@@ -2,7 +2,9 @@
 
 64 prompts of mixed lengths (ShareGPT-like lengths, scaled down), 64 new tokens each, greedy.
 Hugging Face gets the prompts as one batch, left-padded with an attention mask; the engine gets
-them as a list and batches them continuously over its paged KV cache. Both use the same randomly
+them as a list and batches them continuously over its paged KV cache, with chunked prefill on
+(a token budget of ``--max-num-batched-tokens`` per step, as vLLM V1 serves) and, side by side
+in the same run, with it off (whole prompts, the paper's scheduler). Both use the same randomly
 initialised GPT-2 weights (no download). Each side runs once to warm up, then ``--repeats`` times,
 taking turns; the best run counts (the CPU here is shared, so the best is the least disturbed).
 
@@ -91,6 +93,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--scale", type=int, default=4,
                         help="divide ShareGPT prompt lengths by this")
     parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=512,
+                        help="the token budget per step with chunked prefill")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -114,18 +118,25 @@ def main(argv=None) -> dict:
     # Room for every sequence at its full length: this compares speed, not preemption.
     blocks = sum(-(-(len(p) + args.new_tokens) // args.block_size) for p in prompts) + 16
     engine = pl.LLMEngine(model, num_blocks=blocks, block_size=args.block_size,
-                          max_num_seqs=max(256, args.prompts), max_num_batched_tokens=8192)
+                          max_num_seqs=max(256, args.prompts),
+                          max_num_batched_tokens=args.max_num_batched_tokens)
+    whole = pl.LLMEngine(model, num_blocks=blocks, block_size=args.block_size,
+                         max_num_seqs=max(256, args.prompts), enable_chunked_prefill=False,
+                         max_num_batched_tokens=max(8192, args.prompts))
 
     with torch.no_grad():
         seconds, tokens = best_of({
             "hf": lambda: hf_generate(hf_model, prompts, args.new_tokens, device),
             "engine": lambda: engine.generate(prompts, max_new_tokens=args.new_tokens,
                                               progress=False),
+            "engine_whole_prompts": lambda: whole.generate(prompts, max_new_tokens=args.new_tokens,
+                                                           progress=False),
         }, args.repeats, device)
     hf_seconds, engine_seconds = seconds["hf"], seconds["engine"]
     hf_tokens, engine_tokens = tokens["hf"], tokens["engine"]
     total = args.prompts * args.new_tokens
     same = sum(a == b for a, b in zip(engine_tokens, hf_tokens))
+    same_whole = sum(a == b for a, b in zip(tokens["engine_whole_prompts"], hf_tokens))
     figures = {
         "device": torch.cuda.get_device_name() if args.gpu else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(), "model": size, "dtype": str(dtype),
@@ -133,10 +144,15 @@ def main(argv=None) -> dict:
         "mean_prompt_len": sum(map(len, prompts)) / len(prompts),
         "max_prompt_len": max(map(len, prompts)), "block_size": args.block_size,
         "backend": engine.backend,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
         "hf_tokens_per_s": round(total / hf_seconds, 1),
         "engine_tokens_per_s": round(total / engine_seconds, 1),
         "speedup": round(hf_seconds / engine_seconds, 2),
         "same_tokens": f"{same}/{args.prompts}",
+        "engine_whole_prompts_tokens_per_s": round(total / seconds["engine_whole_prompts"], 1),
+        "speedup_whole_prompts": round(hf_seconds / seconds["engine_whole_prompts"], 2),
+        "same_tokens_whole_prompts": f"{same_whole}/{args.prompts}",
+        "engine_steps": len(engine.stats.steps) // (args.repeats + 1),
         "engine_peak_blocks": engine.stats.peak_used_blocks, "engine_num_blocks": blocks,
     }
     width = max(map(len, figures))
@@ -145,8 +161,9 @@ def main(argv=None) -> dict:
     if args.json:
         with open(args.json, "w") as file:
             json.dump(figures, file, indent=2)
-    if not args.gpu and same != args.prompts:
-        sys.exit(f"the engine and transformers disagree on {args.prompts - same} prompts (fp32)")
+    if not args.gpu and (same != args.prompts or same_whole != args.prompts):
+        sys.exit(f"the engine and transformers disagree on {args.prompts - min(same, same_whole)}"
+                 " prompts (fp32)")
     return figures
 
 

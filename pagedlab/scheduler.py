@@ -30,6 +30,7 @@ See notebooks/05_scheduling.ipynb.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -68,8 +69,13 @@ class SchedulerOutput:
     blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
     blocks_to_swap_out: list[tuple[int, int]] = field(default_factory=list)
     blocks_to_swap_in: list[tuple[int, int]] = field(default_factory=list)
-    num_scheduled_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> new tokens
+    prefill_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> prompt tokens now
     num_batched_tokens: int = 0   # sum of num_scheduled_tokens: prefill chunks + one per decode
+
+    @functools.cached_property
+    def num_scheduled_tokens(self) -> dict[int, int]:
+        """seq_id -> tokens computed this step, for every scheduled sequence."""
+        return {**self.prefill_tokens, **dict.fromkeys([s.seq_id for s in self.decodes], 1)}
 
     @property
     def num_seqs(self) -> int:
@@ -83,10 +89,41 @@ class SchedulerOutput:
 
 @dataclass
 class UpdateOutput:
-    """What ``Scheduler.update`` did: requests now done, and sequences born by forking."""
+    """What ``Scheduler.update`` did: requests that produced their first token, requests now
+    done, and sequences born by forking."""
 
+    started: list[SequenceGroup] = field(default_factory=list)
     finished: list[SequenceGroup] = field(default_factory=list)
     forked: dict[int, list[Sequence]] = field(default_factory=dict)  # request id -> new sequences
+
+
+@dataclass
+class _Plan:
+    """One step while ``schedule()`` builds it: the running requests it keeps, and the blocks
+    it has promised them."""
+
+    kept: list[SequenceGroup] = field(default_factory=list)        # running ones that stay
+    prefilling: list[SequenceGroup] = field(default_factory=list)  # kept, part-way through prompt
+    short: list[Sequence] = field(default_factory=list)  # decoding, last token without a block
+    reserved: int = 0   # free blocks promised to the kept requests' next tokens
+    num_seqs: int = 0   # sequences the kept requests run after this step (forks counted)
+
+    def note(self, group: SequenceGroup, prefilling: bool, block_size: int) -> None:
+        """A kept request that is not the common case (one sequence, decoding)."""
+        if prefilling:
+            self.prefilling.append(group)
+            return
+        for seq in group.seqs:  # its last token is computed now
+            if len(seq.block_table) * block_size < len(seq.token_ids):
+                self.short.append(seq)
+            seq.num_computed_tokens = len(seq.token_ids)
+
+    @property
+    def decoding(self) -> list[SequenceGroup]:
+        """The kept requests that decode one token each: all but those still prefilling."""
+        if not self.prefilling:
+            return self.kept
+        return [group for group in self.kept if group not in self.prefilling]
 
 
 class Scheduler:
@@ -273,28 +310,23 @@ class Scheduler:
         if self.waiting:
             self._check_fits(self.waiting[0], self._blocks_to_admit(self.waiting[0], cache_hits=False))
         out = SchedulerOutput(blocks_to_copy=self._pending_copies)
-        kept, reserved = self._schedule_running(out)
+        plan = self._schedule_running(out)
         self._pending_copies = []  # only now: _schedule_running may still raise
         if not out.preempted:  # a step that preempted admits nobody: the pool is short
-            reserved = self._schedule_swapped(out, kept, reserved)
-        decoding = [group for group in kept if not group.is_prefilling]
-        size = bm.block_size
+            self._schedule_swapped(out, plan)
+        decoding, decodes = plan.decoding, out.decodes
         for group in decoding:
-            for seq in group.seqs:
-                out.decodes.append(seq)
-                out.num_scheduled_tokens[seq.seq_id] = 1
-                if len(seq.block_table) * size < len(seq.token_ids):
-                    bm.extend(seq, len(seq.token_ids))  # reserved above by _decode_need
-                seq.num_computed_tokens = len(seq.token_ids)  # by this step
-        out.num_batched_tokens = len(out.decodes)
-        num_seqs = sum(group.num_seqs_after_step for group in kept)
-        completing, reserved = self._schedule_partial_prefills(out, kept, reserved)
-        admitted, completed = ([], []) if out.preempted or self.swapped else \
-            self._schedule_waiting(out, reserved, num_seqs)
-        completing += completed
+            decodes.extend(group.seqs)
+        for seq in plan.short:  # a prefill that stopped one token short of a block boundary
+            bm.extend(seq, len(seq.token_ids))  # reserved above by _decode_need
+        out.num_batched_tokens = len(decodes)
+        completing = self._schedule_partial_prefills(out, plan)
+        admitted = [] if out.preempted or self.swapped else \
+            self._schedule_waiting(out, plan, completing)
         out.scheduled = out.prefills + out.decodes
         out.groups = completing + decoding
-        out.sampled = [seq for group in out.groups for seq in group.seqs]
+        out.sampled = [seq for group in completing for seq in group.seqs] + decodes
+        kept = plan.kept
         if admitted and kept and admitted[0].order < kept[-1].order:
             self.running = sorted(kept + admitted, key=lambda g: g.order)  # a recomputed one
         else:
@@ -307,29 +339,38 @@ class Scheduler:
                               "check max_num_seqs and max_num_batched_tokens against the requests")
         return out
 
-    def _schedule_running(self, out: SchedulerOutput) -> tuple[list[SequenceGroup], int]:
+    def _schedule_running(self, out: SchedulerOutput) -> _Plan:
         """Room for every decoding request's next token, oldest first; preempt the newest.
 
         Requests part-way through their prompt are kept (their next chunk comes later, from the
         budget that is left) but may be preempted like any other.
         """
-        bm, queue, kept, reserved = self.block_manager, self.running, [], 0
+        bm, queue, plan = self.block_manager, self.running, _Plan()
+        kept, reserved, extra_seqs = [], 0, 0  # locals: this loop is hot
         lo, hi = 0, len(queue)
         size, free = bm.block_size, bm.num_free_blocks
         while lo < hi:
             group = queue[lo]
             lo += 1
+            prefilling = False
             if group.fan_out == 1:  # the common case, kept lean: a new block when the last is full
                 seq = group.seqs[0]
                 length = len(seq.token_ids)
+                filled = length % size
                 if seq.num_computed_tokens < length - 1:
-                    need = 0  # still prefilling: its next chunk comes from the budget left
-                elif len(seq.block_table) * size < length:
+                    prefilling, need = True, 0  # its next chunk comes from the budget left
+                elif filled == 1 and len(seq.block_table) * size < length:
                     need = self._decode_need(group)  # a prefill that stopped one token short
                 else:
-                    need = 0 if length % size else 1
+                    need = 0 if filled else 1
+                    if need <= free - reserved:  # it fits: keep it and go on
+                        kept.append(group)
+                        reserved += need
+                        seq.num_computed_tokens = length  # its last token is computed now
+                        continue
             else:
-                need = 0 if group.is_prefilling else self._decode_need(group)
+                prefilling = group.is_prefilling
+                need = 0 if prefilling else self._decode_need(group)
             if need > free - reserved:  # could it grow with the whole pool to itself?
                 self._check_fits(group, group.num_distinct_blocks() + need, grow=True)
                 while need > free - reserved:
@@ -345,30 +386,32 @@ class Scheduler:
                                           f"blocks needed, {free} free")  # pragma: no cover
                     free = bm.num_free_blocks
             if group is not None:
-                reserved += need
                 kept.append(group)
-        return kept, reserved
+                plan.note(group, prefilling, size)
+                reserved += need
+                extra_seqs += group.num_seqs_after_step - 1
+        plan.kept, plan.reserved, plan.num_seqs = kept, reserved, len(kept) + extra_seqs
+        return plan
 
-    def _schedule_swapped(self, out: SchedulerOutput, kept: list, reserved: int) -> int:
+    def _schedule_swapped(self, out: SchedulerOutput, plan: _Plan) -> None:
         """Bring swapped requests back, first come first served, while they fit."""
         bm = self.block_manager
-        num_seqs = sum(len(group.seqs) for group in kept)
         while self.swapped:
             group = self.swapped[0]
-            blocks = group.num_distinct_blocks()
-            need = 0 if group.is_prefilling else self._decode_need(group)
-            if (num_seqs + len(group.seqs) > self.max_running_seqs
-                    or blocks + need > bm.num_free_blocks - reserved - bm.watermark_blocks):
+            blocks, prefilling = group.num_distinct_blocks(), group.is_prefilling
+            need = 0 if prefilling else self._decode_need(group)
+            if (plan.num_seqs + len(group.seqs) > self.max_running_seqs
+                    or blocks + need > bm.num_free_blocks - plan.reserved - bm.watermark_blocks):
                 break
             self.swapped.popleft()
             out.blocks_to_swap_in.extend(bm.swap_in(group.seqs))
             out.swapped_in.extend(group.seqs)
             for seq in group.seqs:
                 seq.status = SequenceStatus.RUNNING
-            reserved += need
-            kept.append(group)
-            num_seqs += len(group.seqs)
-        return reserved
+            plan.kept.append(group)
+            plan.note(group, prefilling, bm.block_size)
+            plan.reserved += need
+            plan.num_seqs += group.num_seqs_after_step
 
     def _chunks(self, group: SequenceGroup, budget: int,
                 computed: list[int]) -> list[int] | None:
@@ -389,13 +432,12 @@ class Scheduler:
             budget -= chunks[-1]
         return chunks if sum(chunks) else None
 
-    def _schedule_partial_prefills(self, out: SchedulerOutput, kept: list,
-                                   reserved: int) -> tuple[list[SequenceGroup], int]:
-        """The next chunk of each running request part-way through its prompt, oldest first."""
+    def _schedule_partial_prefills(self, out: SchedulerOutput,
+                                   plan: _Plan) -> list[SequenceGroup]:
+        """The next chunk of each running request part-way through its prompt, oldest first.
+        Returns those whose prompt is complete after this step (they sample)."""
         bm, size, completing = self.block_manager, self.block_manager.block_size, []
-        for group in kept:
-            if not group.is_prefilling:
-                continue
+        for group in plan.prefilling:
             chunks = self._chunks(group, self.max_num_batched_tokens - out.num_batched_tokens,
                                   [seq.num_computed_tokens for seq in group.seqs])
             if chunks is None:
@@ -405,7 +447,7 @@ class Scheduler:
                          for seq, end in zip(group.seqs, ends))
             completes = all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends))
             grow = self._blocks_to_grow(group) if completes else 0
-            room = bm.num_free_blocks - reserved
+            room = bm.num_free_blocks - plan.reserved
             if blocks + grow > room and len(group.seqs) == 1:  # a shorter chunk that fits
                 seq = group.seqs[0]
                 ends = [min(ends[0], len(seq.token_ids) - 1,
@@ -420,19 +462,20 @@ class Scheduler:
                 if n:
                     bm.extend(seq, end)
                     out.prefills.append(seq)
-                    out.num_scheduled_tokens[seq.seq_id] = n
+                    out.prefill_tokens[seq.seq_id] = n
                     out.num_batched_tokens += n
-            reserved += grow
+            plan.reserved += grow
             if completes:
                 completing.append(group)
-        return completing, reserved
+        return completing
 
-    def _schedule_waiting(self, out: SchedulerOutput, reserved: int,
-                          num_seqs: int) -> tuple[list[SequenceGroup], list[SequenceGroup]]:
+    def _schedule_waiting(self, out: SchedulerOutput, plan: _Plan,
+                          completing: list[SequenceGroup]) -> list[SequenceGroup]:
         """Prefill waiting requests (their first chunk), first come first served, while the
-        budget, the blocks and ``max_num_seqs`` allow. Returns the admitted requests and those
-        of them whose whole prompt runs now."""
-        bm, admitted, completing = self.block_manager, [], []
+        budget, the blocks and ``max_num_seqs`` allow. Returns the admitted requests; those
+        whose whole prompt runs now join ``completing``."""
+        bm, admitted = self.block_manager, []
+        num_seqs, reserved = plan.num_seqs, plan.reserved
         while self.waiting:
             group = self.waiting[0]
             budget = self.max_num_batched_tokens - out.num_batched_tokens
@@ -458,14 +501,14 @@ class Scheduler:
                 n = end - seq.num_cached_tokens
                 if n:
                     out.prefills.append(seq)
-                    out.num_scheduled_tokens[seq.seq_id] = n
+                    out.prefill_tokens[seq.seq_id] = n
                     out.num_batched_tokens += n
             if all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends)):
                 reserved += self._blocks_to_grow(group)
                 completing.append(group)
             admitted.append(group)
             num_seqs += group.num_seqs_after_step
-        return admitted, completing
+        return admitted
 
     # ------------------------------------------------------------------ update
     def update(self, next_tokens: list, finished=()) -> UpdateOutput:
@@ -490,6 +533,7 @@ class Scheduler:
         self._last = None
         bm, result = self.block_manager, UpdateOutput()
         append, copies = bm.append_token, self._pending_copies
+        started, done = result.started, result.finished
         i = 0
         for group in out.groups:
             seqs = group.seqs
@@ -501,15 +545,19 @@ class Scheduler:
                     copies.append(copy)
                 if len(seq.token_ids) >= group.stop_len or seq.seq_id in finished:
                     self._finish(group, seq)
-                group.started = True
+                if not group.started:
+                    group.started = True
+                    started.append(group)
             else:
+                if not group.started:
+                    started.append(group)
                 born = self._advance(group, next_tokens[i:i + len(seqs)], finished)
                 i += len(seqs)
                 if born:
                     result.forked[group.request_id] = born
             if not group.seqs:
-                result.finished.append(group)
-        if result.finished:
+                done.append(group)
+        if done:
             self.running = [group for group in self.running if group.seqs]
         return result
 

@@ -57,6 +57,7 @@ class SimResult:
     mean_ttft: float = 0.0
     p99_ttft: float = 0.0
     mean_tpot: float = 0.0
+    p99_itl: float = 0.0        # inter-token latency 99% of decoded tokens beat
     normalized_latency: float = 0.0   # mean of (finish - arrival) / output tokens (the paper's)
 
     @property

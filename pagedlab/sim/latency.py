@@ -16,7 +16,8 @@ With a step cost the simulator keeps a clock in seconds: arrivals are in seconds
 ``rate`` is requests per second, as on the paper's latency plots) and it reports time to first
 token (TTFT: arrival to the end of the step that sampled the first token), time per output
 token (TPOT: the gaps between later tokens) and the paper's *normalized latency* (end-to-end
-latency divided by output length). See notebooks/05_scheduling.ipynb.
+latency divided by output length), and the 99th percentile of inter-token latency (the wait
+between two tokens of one answer). See notebooks/05_scheduling.ipynb.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class Latencies:
     first_token: dict[int, float] = field(default_factory=dict)
     finish: dict[int, float] = field(default_factory=dict)
     output_len: dict[int, int] = field(default_factory=dict)
+    decode_steps: list[tuple[float, int]] = field(default_factory=list)  # (duration, decodes)
 
     def ttft(self) -> list[float]:
         """Time to first token of every finished request."""
@@ -65,6 +67,18 @@ class Latencies:
         """Mean time per output token after the first, of every finished request with 2+ tokens."""
         return [(self.finish[r] - self.first_token[r]) / (self.output_len[r] - 1)
                 for r in self.finish if self.output_len[r] > 1]
+
+    def p99_itl(self) -> float:
+        """Inter-token latency that 99% of decoded tokens beat: the step durations, one per
+        decoded token. A whole long prompt prefilled in one step shows up here as a stall."""
+        ordered = sorted(self.decode_steps)
+        total = sum(count for _, count in ordered)
+        seen = 0
+        for duration, count in ordered:
+            seen += count
+            if seen >= 0.99 * total:
+                return duration
+        return 0.0
 
     def normalized(self) -> list[float]:
         """End-to-end latency / output tokens of every finished request (the paper's measure)."""

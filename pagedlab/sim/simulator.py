@@ -109,16 +109,20 @@ class _Clock:
     def __init__(self, step_cost: StepCost | None):
         self.step_cost, self.now, self.latencies = step_cost, 0.0, Latencies()
 
-    def tick(self, num_batched_tokens: int, num_kv_tokens_read: int) -> None:
+    def tick(self, num_batched_tokens: int, num_kv_tokens_read: int, num_decodes: int) -> None:
         """The step just run is over."""
-        self.now += 1.0 if self.step_cost is None else \
+        duration = 1.0 if self.step_cost is None else \
             self.step_cost.seconds(num_batched_tokens, num_kv_tokens_read)
+        self.now += duration
+        if num_decodes:
+            self.latencies.decode_steps.append((duration, num_decodes))
 
     def summary(self) -> dict:
         lat = self.latencies
         return dict(time_unit="steps" if self.step_cost is None else "s", duration=self.now,
                     mean_ttft=mean(lat.ttft()), p99_ttft=percentile(lat.ttft(), 99),
-                    mean_tpot=mean(lat.tpot()), normalized_latency=mean(lat.normalized()))
+                    mean_tpot=mean(lat.tpot()), p99_itl=lat.p99_itl(),
+                    normalized_latency=mean(lat.normalized()))
 
 
 def _beam_tokens(group, rng: random.Random) -> list:
@@ -151,7 +155,6 @@ def _simulate_paged(requests, sched: Scheduler, n, beam_width, seed, clock: _Clo
         if sched.waiting or sched.swapped:
             busy_steps = step + 1
         out = sched.schedule()
-        starting = [group.request_id for group in out.groups if not group.started]
         if fan_out == 1:
             tokens = [1] * len(out.sampled)
         else:
@@ -163,11 +166,13 @@ def _simulate_paged(requests, sched: Scheduler, n, beam_width, seed, clock: _Clo
                     tokens.append(list(range(1, group.n + 1)))
                 else:
                     tokens += [1] * len(group.seqs)
-        kv_read = sum(seq.num_computed_tokens for seq in out.scheduled)
-        done = sched.update(tokens).finished
-        clock.tick(out.num_batched_tokens, kv_read)
-        for request_id in starting:
-            lat.first_token[request_id] = clock.now
+        kv_read = 0 if clock.step_cost is None else \
+            sum(seq.num_computed_tokens for seq in out.scheduled)
+        update = sched.update(tokens)
+        done = update.finished
+        clock.tick(out.num_batched_tokens, kv_read, len(out.decodes))
+        for group in update.started:
+            lat.first_token[group.request_id] = clock.now
         # -- measure the pool after the step --
         tokens_held = waste = 0
         for group in sched.running:
@@ -265,7 +270,8 @@ def _simulate_contiguous(requests, alloc: ContiguousAllocator, fan_out, max_num_
             num_running += fan_out
         # -- every running sequence gains a token; those at their final length leave --
         batch = num_running
-        clock.tick(prefill_tokens + batch - fan_out * len(starting), tokens_held)
+        decodes = batch - fan_out * len(starting)
+        clock.tick(prefill_tokens + decodes, tokens_held, decodes)
         for request_id in starting:
             lat.first_token[request_id] = clock.now
         tokens_held += batch

@@ -20,7 +20,7 @@ from operator import index as _as_int
 from typing import Iterable
 
 from .errors import (DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, UnknownSequence,
-                     check_int)
+                     check_fraction, check_index, check_int)
 from .prefix_cache import PrefixCache, block_hashes, next_block_hash
 from .sequence import Sequence
 
@@ -70,9 +70,7 @@ class BlockManager:
         if num_cpu_blocks is None:
             num_cpu_blocks = num_blocks
         check_int("num_cpu_blocks", num_cpu_blocks, 0)
-        if isinstance(watermark, bool) or not isinstance(watermark, (int, float)) \
-                or not 0.0 <= watermark < 1.0:
-            raise InvalidConfig(f"watermark is a fraction of the pool in [0, 1), got {watermark!r}")
+        check_fraction("watermark", watermark, below_one=True)
         self.num_blocks = num_blocks
         self.num_cpu_blocks = num_cpu_blocks
         self.block_size = block_size
@@ -129,9 +127,7 @@ class BlockManager:
 
     def ref_count(self, block_id: int) -> int:
         """How many live block tables hold this GPU block."""
-        if isinstance(block_id, bool) or not isinstance(block_id, int) \
-                or not 0 <= block_id < self.num_blocks:
-            raise InvalidConfig(f"block_id must be an int in [0, {self.num_blocks}), got {block_id!r}")
+        check_index("block_id", block_id, self.num_blocks)
         return self._ref[block_id]
 
     def is_cached(self, block_id: int) -> bool:
@@ -179,10 +175,8 @@ class BlockManager:
         size = self.block_size
         if num_tokens is None:
             num_tokens = len(seq.token_ids)
-        elif isinstance(num_tokens, bool) or not isinstance(num_tokens, int) \
-                or not 1 <= num_tokens <= len(seq.token_ids):
-            raise InvalidConfig(f"num_tokens must be an int in [1, {len(seq.token_ids)}] (the "
-                                f"positions to give blocks now), got {num_tokens!r}")
+        else:
+            self._check_num_tokens(seq, num_tokens)
         need = -(-num_tokens // size)
         if not self.enable_prefix_caching:
             return _Plan([], [], need, need)
@@ -266,10 +260,7 @@ class BlockManager:
         See notebooks/05_scheduling.ipynb.
         """
         self._require_live(seq, "extend")
-        check_int("num_tokens", num_tokens, 1)
-        if num_tokens > len(seq.token_ids):
-            raise InvalidConfig(f"num_tokens={num_tokens} is more than sequence {seq.seq_id}'s "
-                                f"{len(seq.token_ids)} tokens: blocks are given to tokens only")
+        self._check_num_tokens(seq, num_tokens)
         need = max(0, -(-num_tokens // self.block_size) - len(seq.block_table))
         if need > self.num_free_blocks:
             raise OutOfBlocks(f"sequence {seq.seq_id} needs {need} more blocks, "
@@ -478,6 +469,13 @@ class BlockManager:
         return self._swapped.get(seq.seq_id) is seq
 
     # ------------------------------------------------------------------ errors
+    @staticmethod
+    def _check_num_tokens(seq: Sequence, num_tokens) -> None:
+        check_int("num_tokens", num_tokens, 1)
+        if num_tokens > len(seq.token_ids):
+            raise InvalidConfig(f"num_tokens={num_tokens} is more than sequence {seq.seq_id}'s "
+                                f"{len(seq.token_ids)} tokens: blocks are given to tokens only")
+
     def _require_live(self, seq: Sequence, action: str) -> None:
         if not isinstance(seq, Sequence):
             raise TypeError(f"{action} expects a pagedlab.Sequence, got {type(seq).__name__}")

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import torch
 
 from . import backend as _backend
-from .errors import InvalidConfig
+from .errors import InvalidConfig, check_index, check_int
 
 Pairs = Iterable[Sequence[int]]  # [(source block, destination block), ...]
 
@@ -38,14 +38,12 @@ class KVCache:
         for name, value in (("num_blocks", num_blocks), ("block_size", block_size),
                             ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
                             ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidConfig(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value, 1)
         if block_size & (block_size - 1):
             raise InvalidConfig(f"block_size must be a power of two (the kernels need it), "
                                 f"got {block_size}")
         num_cpu_blocks = num_blocks if num_cpu_blocks is None else num_cpu_blocks
-        if not isinstance(num_cpu_blocks, int) or num_cpu_blocks < 0:
-            raise InvalidConfig(f"num_cpu_blocks must be an int >= 0, got {num_cpu_blocks!r}")
+        check_int("num_cpu_blocks", num_cpu_blocks, 0)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -156,9 +154,7 @@ class KVCache:
                 self.cpu_v = torch.zeros(shape, dtype=self.dtype)
 
     def _check_layer(self, layer: int) -> None:
-        if isinstance(layer, bool) or not isinstance(layer, int) \
-                or not 0 <= layer < self.num_layers:
-            raise InvalidConfig(f"layer must be an int in [0, {self.num_layers}), got {layer!r}")
+        check_index("layer", layer, self.num_layers)
 
     def _check_tokens(self, k, v, slot_mapping) -> torch.Tensor:
         """Validate a write; return slot_mapping as an int64 tensor on the cache's device."""

@@ -48,6 +48,22 @@ def check_fraction(name: str, value, *, below_one: bool = False) -> float:
     return float(value)
 
 
+def check_index(name: str, value, size: int) -> int:
+    """``value`` if it is an int in [0, size) (not a bool), else InvalidConfig naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+        raise InvalidConfig(f"{name} must be an int in [0, {size}), got {value!r}")
+    return value
+
+
+def check_number(name: str, value, minimum: float = 0.0) -> float:
+    """``value`` as a float if it is a finite number >= ``minimum`` (not a bool), else
+    InvalidConfig naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < minimum:
+        raise InvalidConfig(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
 def check_positive(name: str, value) -> float:
     """``value`` as a float if it is a finite number > 0 (not a bool), else InvalidConfig."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \

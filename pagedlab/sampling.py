@@ -6,12 +6,11 @@ See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidConfig
+from .errors import InvalidConfig, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -25,21 +24,13 @@ class SamplingParams:
     n: int = 1  # parallel samples of the same prompt (they share its blocks)
 
     def __post_init__(self):
-        def is_int(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            raise InvalidConfig(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
-                or not math.isfinite(self.temperature) or self.temperature < 0:
-            raise InvalidConfig(f"temperature must be a finite number >= 0 (0 means greedy), "
-                                f"got {self.temperature!r}")
-        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
-            raise InvalidConfig(f"top_k must be None (no limit) or an int >= 1, got {self.top_k!r}")
-        if self.seed is not None and not is_int(self.seed):
-            raise InvalidConfig(f"seed must be None or an int, got {self.seed!r}")
-        if not is_int(self.n) or self.n < 1:
-            raise InvalidConfig(f"n (samples per prompt) must be an int >= 1, got {self.n!r}")
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_number("temperature (0 means greedy)", self.temperature, 0.0)
+        if self.top_k is not None:
+            check_int("top_k (None: no limit)", self.top_k, 1)
+        if self.seed is not None:
+            check_int("seed", self.seed, -(2**63))
+        check_int("n (samples per prompt)", self.n, 1)
 
     @property
     def greedy(self) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..errors import InvalidConfig
+from ..errors import check_number
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,7 @@ class StepCost:
 
     def __post_init__(self):
         for name in ("fixed_ms", "per_token_ms", "per_kv_token_ms"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0:
-                raise InvalidConfig(f"{name} must be a number of milliseconds >= 0, "
-                                    f"got {value!r}")
+            check_number(f"{name} (milliseconds)", getattr(self, name), 0.0)
 
     def seconds(self, num_batched_tokens: int, num_kv_tokens_read: int) -> float:
         """One step's duration in seconds."""

@@ -35,7 +35,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from ..errors import InvalidConfig
+from ..errors import InvalidConfig, check_int
 
 # (mu, sigma) of log-length for the prompt and the output; see the module docstring.
 SHAREGPT = {"prompt": (4.5881, 1.0), "output": (5.4450, 0.9)}
@@ -58,9 +58,7 @@ class Request:
 
     def __post_init__(self):
         for name in ("prompt_len", "output_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidConfig(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not self.arrival >= 0:
             raise InvalidConfig(f"arrival must be a time >= 0 in steps, got {self.arrival!r}")
         if self.prompt_ids is not None and len(self.prompt_ids) != self.prompt_len:
@@ -69,13 +67,11 @@ class Request:
 
 
 def _check(n: int, rate: float | None, max_seq_len: int = 2) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidConfig(f"n (number of requests) must be an int >= 0, got {n!r}")
+    check_int("n (number of requests)", n, 0)
     if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate < math.inf):
         raise InvalidConfig(f"rate is requests per step, a number > 0 (or None: all at "
                             f"step 0), got {rate!r}")
-    if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 2:
-        raise InvalidConfig(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
+    check_int("max_seq_len", max_seq_len, 2)
 
 
 def arrivals(n: int, rate: float | None, rng: random.Random) -> list[float]:
@@ -135,10 +131,8 @@ def with_shared_prefix(requests: list[Request], prefix_len: int, num_prefixes: i
     The first ``prefix_len`` tokens (fewer for shorter prompts) are shared; the rest are unique
     to the request. This is what prefix caching feeds on. See notebooks/04_sharing.ipynb.
     """
-    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or prefix_len < 0:
-        raise InvalidConfig(f"prefix_len must be an int >= 0, got {prefix_len!r}")
-    if isinstance(num_prefixes, bool) or not isinstance(num_prefixes, int) or num_prefixes < 1:
-        raise InvalidConfig(f"num_prefixes must be an int >= 1, got {num_prefixes!r}")
+    check_int("prefix_len", prefix_len, 0)
+    check_int("num_prefixes", num_prefixes, 1)
     rng = random.Random(seed)
     # Token ids: prefixes use ids below 2**20; unique tails use 2**20 + a running counter.
     prefixes = [tuple(p * prefix_len + t for t in range(prefix_len)) for p in range(num_prefixes)]

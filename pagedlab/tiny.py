@@ -99,7 +99,7 @@ class CopyTask:
         """``n`` held-out prompts (lists the model never saw), the same for the same seed.
 
         ``min_len``/``max_len`` pick letters per prompt (default: all trained lengths); with
-        ``min_len=16`` every prompt fills a block of 16 and its answer runs into two more.
+        ``min_len=16`` a prompt and its answer (18 tokens or more each) span 3+ blocks of 16.
         """
         rng = random.Random(seed)
         return [self.prompt(self.sample(rng, True, min_len, max_len)) for _ in range(n)]

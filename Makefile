@@ -14,7 +14,7 @@ HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
 JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test install chromium gpu-check bench exercises clean
+.PHONY: lab test install chromium gpu-check gpu-compat bench exercises clean
 
 install: $(STAMP)
 
@@ -50,9 +50,29 @@ bubblewrap:
 test: $(STAMP) chromium bubblewrap
 	$(BIN)/python -m pytest
 
-# On a GPU machine with torch and Triton but no network.
+# On a GPU machine with torch and Triton but no network. DRY_RUN=1: anywhere, CUDA faked and
+# the kernels stubbed, so every line of the script and the benchmarks runs (CI does this).
 gpu-check:
-	bash benchmarks/gpu_check.sh
+	$(if $(DRY_RUN),DRY_RUN=1 PYTHON=$(BIN)/python ,)bash benchmarks/gpu_check.sh
+
+# The ahead-of-time compile test again under Colab's Triton, in a venv of its own.
+COMPAT_TRITON ?= 3.6.0
+COMPAT_VENV   ?= build/venv-triton$(COMPAT_TRITON)
+COMPAT_STAMP  := $(COMPAT_VENV)/.pagedlab-installed
+COMPAT_TESTS  ?= tests/test_compile.py
+
+$(COMPAT_STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints/cpu.txt torch \
+	    'triton==$(COMPAT_TRITON)' numpy pytest
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(COMPAT_STAMP)
+
+gpu-compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -c "import numpy, torch, triton; \
+	print('Triton', triton.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
 
 exercises: $(STAMP)
 	$(BIN)/python -m pagedlab.tools.course make-exercises

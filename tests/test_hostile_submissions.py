@@ -248,6 +248,20 @@ try:
 except OSError as error:
     print("stopped:", error)
 """
+SYMLINKS_FOR_THE_CLEANUP = """
+import os
+os.symlink({carol!r}, "carol")                     # the grader removes this folder as root
+os.makedirs("deep/er")
+os.symlink({klass!r}, "deep/er/class")
+os.symlink(os.path.join({carol!r}, "ex01_block_manager.ipynb"), "deep/notebook")
+"""
+ORPHAN_HOLDS_THE_PIPES = """
+import os, time
+if os.fork() == 0:
+    time.sleep(60)          # keeps stdout and stderr open
+    os._exit(0)
+os._exit(0)
+"""
 FLOOD = """
 import os
 line = b"x" * (1 << 20)
@@ -293,6 +307,9 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
         "m14_litter_tmp_and_shm": ex01(LITTER),
         "m15_flood_results": ex01(FLOOD),
         "m16_60000_line_cell": notebook(SOLUTIONS / STEM["ex01"], "\n" * 60_000 + "x = 1"),
+        "m17_symlinks_for_the_cleanup": ex01(SYMLINKS_FOR_THE_CLEANUP.format(
+            carol=str(klass / "carol"), klass=str(klass))),
+        "m18_orphan_holds_the_pipes": ex01(ORPHAN_HOLDS_THE_PIPES),
     }
 
 
@@ -428,6 +445,12 @@ def test_litter_in_tmp_and_dev_shm_is_gone_and_dev_shm_is_capped(run):
 def test_a_60000_line_cell_is_refused_with_a_clear_zero(run):
     output = run["results"]["m16_60000_line_cell"]["output"]
     assert "60,001 lines, over the grader's limit" in output
+
+
+def test_an_orphan_holding_the_pipes_does_not_keep_the_grader_waiting(run):
+    result = run["results"]["m18_orphan_holds_the_pipes"]
+    assert all("exited with status 0" in t["output"] for t in result["tests"]), result["output"]
+    assert result["execution_time"] < 100      # not the 120 s setup budget
 
 
 def test_an_ex07_torch_answer_with_a_dummy_kernel_computes_nothing(run):

@@ -32,7 +32,7 @@ def plain(value: Any, depth: int = 0) -> bool:
 class Lines:
     """Reads the sandbox's two pipes; :meth:`next` returns its next message or None at the end."""
 
-    def __init__(self, stdout, stderr, output_limit: int):
+    def __init__(self, stdout, stderr, output_limit: int, process=None):
         self.selector = selectors.DefaultSelector()
         for stream in (stdout, stderr):
             os.set_blocking(stream.fileno(), False)
@@ -41,6 +41,8 @@ class Lines:
         self.buffer, self.messages = bytearray(), []
         self.output, self.printed, self.output_limit = bytearray(), 0, output_limit
         self.received, self.dropped, self.open = 0, 0, 2
+        self.process = process      # once it has exited, a process it left behind holding the
+                                    # pipes open does not keep the grader waiting
 
     def next(self, deadline: float) -> dict | None:
         """The next message; None once stdout closed; raises TimeoutError past ``deadline``."""
@@ -50,9 +52,25 @@ class Lines:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            for key, _ in self.selector.select(left):
+            ready = self.selector.select(min(left, 0.25))
+            for key, _ in ready:
                 self._read(key.fileobj)
+            if not ready and self.process is not None and self.process.poll() is not None:
+                self.open = 0
         return self.messages.pop(0)
+
+    def drain(self, seconds: float = 0.5) -> None:
+        """Read what is left of the prints, for at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while any(key.fileobj is self.stderr for key in self.selector.get_map().values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for key, _ in self.selector.select(left):
+                if key.fileobj is self.stderr:
+                    self._read(self.stderr)
+                else:
+                    self.selector.unregister(key.fileobj)
 
     def _read(self, stream) -> None:
         try:

@@ -85,6 +85,7 @@ def main() -> None:
     os.dup2(2, 1)                    # the learner's prints go to stderr, kept as its output
 
     def emit(message: dict) -> None:
+        _flush()              # the learner's prints first, so none is cut off by the end
         results.write(json.dumps(message, default=repr) + "\n")
         results.flush()
 
@@ -114,11 +115,15 @@ def main() -> None:
     emit({"event": "done"})
 
 
-if __name__ == "__main__":
-    main()
-    for stream in (sys.stdout, sys.stderr):
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - a learner may have replaced the streams
             pass
+
+
+if __name__ == "__main__":
+    main()
+    _flush()
     os._exit(0)   # skip atexit handlers and threads the learner may have left behind

@@ -21,8 +21,10 @@ Gradescope) or as the instructor, and grades a whole class in one run. Guarantee
   per case; the grader's own reading is linear in a notebook's size, which is capped).
 
 Out of scope: a student who solves the exercise by other means than pagedlab's reference
-(copying a classmate's work or the course's public source), and, under ``uid`` isolation, the
-shared /tmp and /dev/shm while a submission runs (cleared after it) and the network. With
+(copying a classmate's work or the course's public source); the total memory of a submission
+(limited per process, up to 64 processes); and, under ``uid`` isolation, which relies on file
+permissions, copies of the solutions elsewhere on the machine that others may read, the shared
+/tmp and /dev/shm while a submission runs (cleared after it), and the network. With
 ``--isolation none`` (not root, no bubblewrap) none of the boundary holds: the run says so
 loudly and records it in every result. See :mod:`.sandbox` for how each mode is built.
 """

@@ -34,7 +34,7 @@ class Limits:
     output_bytes: int = 20_000       # of what the notebook prints, kept for the report
     file_mb: int = 64
     open_files: int = 256
-    processes: int = 256             # per uid: only where the submission has a uid of its own
+    processes: int = 64              # per uid: only where the submission has a uid of its own
 
 
 def _exit_reason(code: int | None) -> str:
@@ -98,7 +98,8 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
                "limits": {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds,
                           "file_bytes": limits.file_mb << 20, "open_files": limits.open_files,
                           "processes": limits.processes if uid in sandbox.uids else None}}
-        lines = Lines(process.stdout, process.stderr, max(0, limits.output_bytes - len(output)))
+        lines = Lines(process.stdout, process.stderr, max(0, limits.output_bytes - len(output)),
+                      process)
         try:
             _send(process, job)
             if expected is None:    # while the sandbox starts (torch takes seconds to import)
@@ -106,6 +107,7 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
             remaining, used = _watch(lines, process, remaining, outcomes, notes, setup_left,
                                      case_timeout)
             setup_left = max(0.0, setup_left - used)
+            lines.drain()
         finally:
             sandbox.finish(process, uid, workdir)
             output += lines.output

@@ -74,9 +74,11 @@ class Sandbox:
 
     # -- what a submission may see --
     def lib(self, exercise: str) -> Path:
-        if exercise not in self.libs:
-            self.libs[exercise] = learner_copy.build(exercise, self.root / f"lib-{exercise}")
-        return self.libs[exercise]
+        """The learner copy of pagedlab for ``exercise`` (built once per run)."""
+        with self.mutex:
+            if exercise not in self.libs:
+                self.libs[exercise] = learner_copy.build(exercise, self.root / f"lib-{exercise}")
+            return self.libs[exercise]
 
     def secrets(self) -> list[Path]:
         """Files a submission must not open: the reference, the solutions, the repository."""
@@ -135,7 +137,8 @@ class Sandbox:
 
     def workdir(self, uid: int) -> Path:
         path = Path(tempfile.mkdtemp(prefix="work-", dir=self.root))
-        os.chown(path, uid, uid) if uid != os.getuid() else None
+        if uid != os.getuid():
+            os.chown(path, uid, uid)
         os.chmod(path, 0o700)
         return path
 

@@ -144,17 +144,18 @@ class BlockManager:
         The one slot formula of the package: position p lives in slot
         ``block_table[p // B] * B + p % B``. See notebooks/02_pages_and_block_tables.ipynb.
         """
-        self._require_live(seq, "slot_mapping")
-        if end is None:  # every token that has a block (a prompt mid-prefill has only some)
-            end = min(len(seq.token_ids), len(seq.block_table) * self.block_size)
-        check_int("end", end, 0)
-        check_int("start", start, 0)
-        if not start <= end <= len(seq.block_table) * self.block_size:
-            raise InvalidConfig(f"positions {start}..{end - 1} are not all in sequence "
-                                f"{seq.seq_id}'s blocks ({len(seq.block_table)} blocks of "
-                                f"{self.block_size}): ask for 0 <= start <= end <= "
-                                f"{len(seq.block_table) * self.block_size}")
+        if self._live.get(seq.seq_id) is not seq:
+            self._require_live(seq, "slot_mapping")
         size, table = self.block_size, seq.block_table
+        if end is None:  # every token that has a block (a prompt mid-prefill has only some)
+            end = min(len(seq.token_ids), len(table) * size)
+        if type(start) is not int or type(end) is not int:
+            check_int("start", start, 0)
+            check_int("end", end, 0)
+        if not 0 <= start <= end <= len(table) * size:
+            raise InvalidConfig(f"positions {start}..{end - 1} are not all in sequence "
+                                f"{seq.seq_id}'s blocks ({len(table)} blocks of {size}): ask "
+                                f"for 0 <= start <= end <= {len(table) * size}")
         return [table[p // size] * size + p % size for p in range(start, end)]
 
     def slots_to_write(self, seq: Sequence, start: int, end: int) -> list[int]:

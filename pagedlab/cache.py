@@ -89,6 +89,13 @@ class KVCache:
         """
         self._check_layer(layer)
         slots = self._check_tokens(k, v, slot_mapping)
+        self.store(layer, k, v, slots, backend)
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor,
+              backend: str | None = None) -> None:
+        """:meth:`write` without the checks, for inputs already checked: the engine checks its
+        step's slots once (in Python, from the block manager's answers), not once per layer on
+        the device, where each check would wait for the GPU. slots: (num_tokens,) int64."""
         k_cache, v_cache = self.k[layer], self.v[layer]
 
         def torch_write() -> None:

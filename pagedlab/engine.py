@@ -26,7 +26,7 @@ import torch
 from . import backend as _backend
 from .blocks import BlockManager
 from .cache import KVCache
-from .errors import InvalidConfig, check_choice
+from .errors import InvalidConfig, PagedLabError, check_choice
 from .paged_batch import PagedBatch
 from .sampling import SamplingParams, check_prompts, make_generator, request_seed, sample_batch
 from .scheduler import Scheduler
@@ -239,6 +239,10 @@ class LLMEngine:
             slots.extend(bm.slots_to_write(seq, start, end))
             query_lens.append(end - start)
             row_of[seq.seq_id] = len(input_ids) - 1  # its last new token
+        written = [slot for slot in slots if slot >= 0]  # checked once here, not per layer
+        if len(set(written)) != len(written) or not all(0 <= s < self.pool_tokens for s in written):
+            raise PagedLabError("the block manager named a slot twice or outside the pool: a bug, "
+                                "please report it")  # pragma: no cover
         context_lens = [seq.num_computed_tokens for seq in out.scheduled]
         max_blocks = max(len(seq.block_table) for seq in out.scheduled)
         tables = [seq.block_table + [-1] * (max_blocks - len(seq.block_table))

@@ -140,7 +140,7 @@ def write_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: P
     q: (N, nh, hs); k, v: (N, n_kv, hs), the batch's new tokens (positions already encoded).
     Returns (N, nh, hs). Every model's attention calls this, so GPT-2 and Llama share one path.
     """
-    kv_cache.write(layer, k, v, batch.slot_mapping, backend=batch.backend)  # the store kernel
+    kv_cache.store(layer, k, v, batch.slot_mapping, backend=batch.backend)  # checked once a step
     k_cache, v_cache = kv_cache[layer]  # (num_blocks, block_size, n_kv, hs) each
     if batch.backend == "torch":
         return paged_attention_torch(q, k_cache, v_cache, batch)  # (N, nh, hs)

@@ -56,8 +56,13 @@ def sample(logits: torch.Tensor, params: SamplingParams,
     """One token id from one row of logits (vocab_size,) under ``params``."""
     if params.greedy:
         return int(logits.argmax())
-    logits = logits.float().cpu() / params.temperature  # (vocab_size,) sample on the CPU: same
-    if params.top_k is not None and params.top_k < logits.numel():  # numbers on every device
+    return _draw(logits.float().cpu(), params, generator)
+
+
+def _draw(logits: torch.Tensor, params: SamplingParams, generator) -> int:
+    """One random token from a CPU row of fp32 logits (the same numbers on every device)."""
+    logits = logits / params.temperature  # (vocab_size,)
+    if params.top_k is not None and params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))  # (vocab_size,)
     probs = torch.softmax(logits, dim=-1)  # (vocab_size,)
@@ -66,10 +71,15 @@ def sample(logits: torch.Tensor, params: SamplingParams,
 
 def sample_batch(logits: torch.Tensor, params: list[SamplingParams],
                  generators: list[torch.Generator | None]) -> list[int]:
-    """One token per row of logits (num_seqs, vocab_size); greedy rows take one batched argmax."""
-    greedy = logits.argmax(dim=-1).tolist()  # (num_seqs,)
-    return [greedy[row] if p.greedy else sample(logits[row], p, g)
-            for row, (p, g) in enumerate(zip(params, generators))]
+    """One token per row of logits (num_seqs, vocab_size). Greedy rows take one batched argmax;
+    the others are copied to the CPU together, once: at most two waits for a GPU per step."""
+    tokens = logits.argmax(dim=-1).tolist()  # (num_seqs,)
+    random_rows = [row for row, p in enumerate(params) if not p.greedy]
+    if random_rows:
+        rows = logits[random_rows].float().cpu()  # (len(random_rows), vocab_size)
+        for row, values in zip(random_rows, rows):
+            tokens[row] = _draw(values, params[row], generators[row])
+    return tokens
 
 
 def check_prompts(prompts, model, max_new_tokens: int) -> None:

@@ -44,9 +44,9 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q_len, num_heads, head_dim = q.shape[-3:]
     kv_len, num_kv_heads = k.shape[-3], k.shape[-2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    group = num_heads // num_kv_heads
-    k = k.float().repeat_interleave(group, dim=-2)  # (..., kv_len, num_heads, head_dim)
-    v = v.float().repeat_interleave(group, dim=-2)  # (..., kv_len, num_heads, head_dim)
+    queries_per_kv = num_heads // num_kv_heads  # grouped-query attention: heads sharing a KV head
+    k = k.float().repeat_interleave(queries_per_kv, dim=-2)  # (..., kv_len, num_heads, head_dim)
+    v = v.float().repeat_interleave(queries_per_kv, dim=-2)  # (..., kv_len, num_heads, head_dim)
     scores = torch.einsum("...qhd,...khd->...hqk", q.float(), k) * scale  # (..., H, q_len, kv_len)
     if causal:
         query_pos = torch.arange(q_len, device=q.device) + (kv_len - q_len)  # (q_len,)

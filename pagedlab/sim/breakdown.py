@@ -72,26 +72,26 @@ class SimResult:
         return self.finished / self.steps if self.steps else 0.0
 
 
-def summarize(tl: Timeline, busy_steps: int, **fields) -> SimResult:
+def summarize(timeline: Timeline, busy_steps: int, **fields) -> SimResult:
     """Average the timeline over its busy steps (all steps if everything fit at once)."""
-    window = busy_steps if busy_steps > 1 else max(len(tl.batch_size), 1)
+    window = busy_steps if busy_steps > 1 else max(len(timeline.batch_size), 1)
 
     def mean(values: list) -> float:
         return sum(values[:window]) / window
 
-    unshared = sum(tl.blocks_unshared[:window])
+    unshared = sum(timeline.blocks_unshared[:window])
     return SimResult(
-        token_states=mean(tl.token_states), reserved=mean(tl.reserved),
-        internal_fragmentation=mean(tl.internal_fragmentation),
-        external_fragmentation=mean(tl.external_fragmentation),
-        sharing_saving=(unshared - sum(tl.blocks_used[:window])) / unshared if unshared else 0.0,
-        mean_batch_size=mean(tl.batch_size), max_batch_size=max(tl.batch_size, default=0),
-        steps=len(tl.batch_size), timeline=tl, busy_steps=busy_steps, **fields)
+        token_states=mean(timeline.token_states), reserved=mean(timeline.reserved),
+        internal_fragmentation=mean(timeline.internal_fragmentation),
+        external_fragmentation=mean(timeline.external_fragmentation),
+        sharing_saving=(unshared - sum(timeline.blocks_used[:window])) / unshared if unshared else 0.0,
+        mean_batch_size=mean(timeline.batch_size), max_batch_size=max(timeline.batch_size, default=0),
+        steps=len(timeline.batch_size), timeline=timeline, busy_steps=busy_steps, **fields)
 
 
-def idle_steps(tl: Timeline, count: int, preemptions: int, paged: bool) -> None:
+def idle_steps(timeline: Timeline, count: int, preemptions: int, paged: bool) -> None:
     """Steps with nothing to run (waiting for the next arrival)."""
-    for name, values in vars(tl).items():
+    for name, values in vars(timeline).items():
         if name == "preemptions":
             values.extend([preemptions] * count)
         elif paged or not name.startswith("blocks_"):

@@ -79,7 +79,7 @@ def main() -> None:
     uid = job.get("uid")
     if uid is not None and os.getuid() == 0 and uid != 0:   # namespace mode, started as root
         os.setgroups([])
-        os.setgid(uid)
+        os.setgid(job["gid"])
         os.setuid(uid)
     results = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)                    # the learner's prints go to stderr, kept as its output

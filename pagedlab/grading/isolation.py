@@ -32,7 +32,7 @@ def probe(sandbox: Sandbox) -> str | None:
         sandbox.finish_workdir(workdir)
         return (f"cannot start a sandbox process ({error}): uid {uid} must be able to run "
                 f"{sys.executable} (its folders need o+x; Python under /root is not reachable)")
-    job = {"kind": "probe", "uid": uid, "paths": secrets, "limits": {}}
+    job = {"kind": "probe", "uid": uid, "gid": sandbox.gid("ex01"), "paths": secrets, "limits": {}}
     try:
         out, err = process.communicate(json.dumps(job).encode(), timeout=60)
     except subprocess.TimeoutExpired:
@@ -68,7 +68,11 @@ def open_sandbox(mode: str, graded: list[Path], quiet: bool = False) -> Sandbox:
         elif candidate == "namespace" and shutil.which("bwrap") is None:
             reasons.append("namespace: bubblewrap is not installed (apt-get install bubblewrap)")
         else:
-            sandbox = Sandbox(candidate, graded)
+            try:
+                sandbox = Sandbox(candidate, graded)
+            except IsolationUnavailable as error:
+                reasons.append(f"{candidate}: {error}")
+                continue
             problem = probe(sandbox) if candidate != "none" else None
             if problem is None:
                 if candidate == "none":

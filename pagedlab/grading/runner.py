@@ -92,7 +92,7 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
     while remaining:
         workdir = sandbox.workdir(uid)
         process = sandbox.start(exercise.id, uid, workdir)
-        job = {"kind": "cells", "uid": uid, "cells": cells, "names": _names(module),
+        job = {"kind": "cells", "uid": uid, "gid": sandbox.gid(exercise.id), "cells": cells, "names": _names(module),
                "cases": [{"index": i, "driver": cases[i].driver, "data": cases[i].data}
                          for i in remaining],
                "limits": {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds,

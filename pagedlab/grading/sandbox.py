@@ -1,8 +1,10 @@
 """The boundary: every submission runs in a process the operating system keeps apart.
 
 One :class:`Sandbox` serves a whole grading run. Each submission gets an unprivileged uid of its
-own (from ``FIRST_UID``), a private working folder, resource limits, no file descriptor of the
-grader's but its three pipes, and a learner copy of pagedlab (:mod:`.learner_copy`). Modes:
+own (from ``FIRST_UID``, held with a lock file so that two runs never share one), the group of
+its exercise (the only group that may read that exercise's learner copy of pagedlab, see
+:mod:`.learner_copy`), a private working folder, resource limits, and no file descriptor of the
+grader's but its three pipes. Modes:
 
 - ``namespace`` (bubblewrap): a file system built from the system's and Python's folders only,
   read-only, with the learner copy and the working folder bound in; pagedlab's real source, the
@@ -20,6 +22,7 @@ fail to open the reference files.
 from __future__ import annotations
 
 import fcntl
+import grp
 import os
 import pwd
 import random
@@ -29,15 +32,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-from . import learner_copy
+from . import learner_copy, reaper
 
 MODES = ("auto", "namespace", "uid", "none")
 FIRST_UID, UID_COUNT = 61000, 1000
+FIRST_GID = 62000        # + 1..7: the group of an exercise's sandboxes, the only one that may
+                         # read that exercise's learner copy (ex05's holds the real BlockManager)
 HOME = "/home/student"               # the working folder, as a namespace sandbox sees it
-SHARED_TEMP = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
 HERE = Path(__file__).resolve().parent
 UID_LOCKS = Path(tempfile.gettempdir()) / "pagedlab-grade-uids"   # one lock file per uid in use
 
@@ -48,6 +51,9 @@ class IsolationUnavailable(RuntimeError):
 
 def _free_uids() -> list[int]:
     taken = {entry.pw_uid for entry in pwd.getpwall()}
+    if {entry.gr_gid for entry in grp.getgrall()} & set(range(FIRST_GID, FIRST_GID + 8)):
+        raise IsolationUnavailable(f"groups {FIRST_GID}-{FIRST_GID + 7} exist on this machine: "
+                                   "the grader needs them free for its sandboxes")
     return [uid for uid in range(FIRST_UID, FIRST_UID + UID_COUNT) if uid not in taken]
 
 
@@ -64,7 +70,7 @@ class Sandbox:
             shutil.copyfile(HERE / name, self.bin / name)
             os.chmod(self.bin / name, 0o644)
         self.libs: dict[str, Path] = {}
-        self.uids = _free_uids() if os.geteuid() == 0 else []
+        self.uids = _free_uids() if os.geteuid() == 0 and mode != "none" else []
         self.next_uid, self.used_uids = random.randrange(max(1, len(self.uids))), set()
         self.held: dict[int, int] = {}       # uid -> fd of its lock: no other run may use it
         self.mutex = threading.Lock()
@@ -73,11 +79,21 @@ class Sandbox:
             self._lock()
 
     # -- what a submission may see --
+    def gid(self, exercise: str) -> int:
+        return FIRST_GID + int(exercise[2:]) if self.uids else os.getgid()
+
     def lib(self, exercise: str) -> Path:
-        """The learner copy of pagedlab for ``exercise`` (built once per run)."""
+        """The learner copy of pagedlab for ``exercise`` (built once per run), readable by that
+        exercise's sandboxes only."""
         with self.mutex:
             if exercise not in self.libs:
-                self.libs[exercise] = learner_copy.build(exercise, self.root / f"lib-{exercise}")
+                lib = learner_copy.build(exercise, self.root / f"lib-{exercise}")
+                if self.uids:
+                    for folder, _, files in os.walk(lib):
+                        for path in [folder, *(os.path.join(folder, f) for f in files)]:
+                            os.chown(path, 0, self.gid(exercise))
+                            os.chmod(path, 0o750 if path == folder else 0o640)
+                self.libs[exercise] = lib
             return self.libs[exercise]
 
     def secrets(self) -> list[Path]:
@@ -163,7 +179,7 @@ class Sandbox:
         else:
             options["cwd"] = workdir
             if uid != os.getuid():
-                options.update(user=uid, group=uid, extra_groups=[], umask=0o077)
+                options.update(user=uid, group=self.gid(exercise), extra_groups=[], umask=0o077)
         return subprocess.Popen(argv, **options)
 
     def _bwrap(self, lib: Path, workdir: Path, uid: int) -> list[str]:
@@ -220,53 +236,13 @@ class Sandbox:
 
     def sweep(self, uid: int) -> None:
         """Kill every process of ``uid`` and remove its files from the shared temp folders."""
-        if uid == os.getuid() or uid not in self.held:
-            return
-        pid = os.fork()
-        if pid == 0:   # as that uid, kill(-1) reaches exactly that uid's processes
-            try:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                for _ in range(3):
-                    try:
-                        os.kill(-1, signal.SIGKILL)
-                    except ProcessLookupError:
-                        break
-                    time.sleep(0.005)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-        for folder in SHARED_TEMP:
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
-                except OSError:
-                    pass
+        if uid != os.getuid() and uid in self.held:
+            reaper.kill_uid(uid)
+            reaper.remove_files_of(uid)
 
     def live_processes(self) -> list[int]:
-        """Pids of sandbox processes still alive (not zombies): should always be empty."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    status = (entry / "status").read_text()
-                except OSError:
-                    continue
-                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-                uid = int(fields.get("Uid", "0").split()[0])
-                if uid in self.used_uids and not fields.get("State", "").strip().startswith("Z"):
-                    found.append(int(entry.name))
-        return found
+        """Pids of this run's sandbox processes still alive: should always be empty."""
+        return reaper.live_processes(self.used_uids)
 
     def close(self) -> None:
         for uid in sorted(self.used_uids):

@@ -27,6 +27,7 @@ _LAZY = {
     "SchedulerOutput": "scheduler",
     "simulate": "sim.simulator",
     "SimResult": "sim.simulator",
+    "StepCost": "sim.latency",
     "KVCache": "cache",
     "attention_reference": "attention",
     "paged_attention_reference": "attention",

@@ -6,6 +6,20 @@ uid) one class run grades them all next to alice (the seven solutions), bob (the
 unsolved exercises) and carol (one solution): each attack scores 0, says nothing escaped, and
 the others keep exactly their scores, files and results. An attack prints "ESCAPED: ..." if
 any step of it works, so a test fails loudly the day the boundary leaks.
+
+The attacks of the review (issue 11) and where they are: switching the in-process guard off
+and forging from inside (m01 patches the drivers and the judge, m02 forges result lines from a
+thread, m20 walks up to child.py's own frame and emits for it); reading the reference by path,
+dir_fd or symlink (m03); running solutions/ (m04); an adapter to anything pagedlab computes
+attention with (m05); ex07 by a torch answer and a do-nothing kernel, or a forged JSON encoder
+(m06, m07); a table of check()'s public cases (m08); writing the installed package (m09);
+/proc of the grader: mem, environ, fd/1 (m10); blanking classmates found through /proc (m11);
+a daemon that outlives the run (m12); /dev/shm past the memory limit (m14); a 60,000-line cell
+(m16). New here: kill(-1) (m13), a flood of results (m15), symlinks for the root-run cleanup
+(m17), an orphan holding the pipes open (m18), another exercise's learner copy (m19: it held
+ex05's real BlockManager and was readable in uid mode, until each copy got its own group).
+The unwritable results path and the restarts' setup time are in test_grading.py and
+test_grade_runner.py.
 """
 import hashlib
 import json
@@ -282,6 +296,19 @@ for folder in candidates:
         sys.path.insert(0, folder)
         from pagedlab.blocks import BlockManager as MyBlockManager
 """
+CHILDS_OWN_FRAMES = """
+import os, sys
+frame = sys._getframe()
+while frame is not None and "emit" not in frame.f_locals:    # up to child.py's main()
+    frame = frame.f_back
+emit, job = frame.f_locals["emit"], frame.f_locals["job"]
+for case in job["cases"]:
+    emit({"event": "start", "case": case["index"]})
+    emit({"event": "case", "case": case["index"], "status": "ok",
+          "output": [{"result": ["ok", None], "free": 0, "tables": {}}] * (len(case["data"]["ops"]) + 1)})
+emit({"event": "done"})
+os._exit(0)
+"""
 FLOOD = """
 import os
 line = b"x" * (1 << 20)
@@ -331,6 +358,7 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
             carol=str(klass / "carol"), klass=str(klass))),
         "m18_orphan_holds_the_pipes": ex01(ORPHAN_HOLDS_THE_PIPES),
         "m19_another_exercises_copy": ex01(ANOTHER_EXERCISES_COPY),
+        "m20_childs_own_frames": ex01(CHILDS_OWN_FRAMES),
     }
 
 

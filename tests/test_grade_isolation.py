@@ -94,3 +94,19 @@ def test_auto_falls_back_and_says_why(monkeypatch, capsys):
         assert box.mode == "none"
     err = capsys.readouterr().err
     assert "NOT ISOLATED" in err and "bubblewrap is not installed" in err and "needs root" in err
+
+
+@as_root
+@with_bwrap
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_container_without_cap_sys_admin_falls_back_to_uid_isolation(tmp_path, python_for_others):
+    """Gradescope's container may forbid namespaces: auto then takes uid isolation, and says why."""
+    import subprocess
+    command_line = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--",
+                    sys.executable, "-m", "pagedlab", "grade", str(SOLUTION),
+                    "--gradescope", str(tmp_path / "r.json")]
+    done = subprocess.run(command_line, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "isolation: uid (namespace: " in done.stderr and "namespace failed" in done.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["extra_data"]["isolation"] == "uid" and data["score"] == 6

@@ -43,7 +43,7 @@ def probe(sandbox: Sandbox) -> str | None:
         answer = json.loads(out.decode().splitlines()[-1])
     except (ValueError, IndexError):
         tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        return f"a sandbox process could not run Python as uid {uid}: {tail[0][:300]}"
+        return f"a sandbox process (uid {uid}) failed: {tail[0][:300]}"
     if answer.get("opened"):
         return f"a sandbox process could open {', '.join(answer['opened'][:3])}"
     if not answer.get("blocks", "").endswith("/pagedlab/blocks.py") or \

@@ -6,7 +6,7 @@ chunk of one after the part already in the cache, brings more); their keys and v
 in the paged cache (``KVCache.write`` stored them first)::
 
     q                : (num_tokens, num_heads, head_dim)   num_tokens = sum of the query_lens
-    query_start_loc  : (num_seqs + 1,) int32               seq's queries are rows [start, next start)
+    query_start_loc  : (num_seqs + 1,) int32               seq's queries: rows [start, next start)
     k_cache, v_cache : (num_blocks, block_size, num_kv_heads, head_dim)
     block_tables     : (num_seqs, max_blocks) int32        logical block -> physical block
     context_lens     : (num_seqs,) int32
@@ -24,7 +24,10 @@ matrix, so every key and value the program loads is used by all of them. Row ``r
 ``r // QUERIES_PER_KV`` of the tile and head ``r % QUERIES_PER_KV`` of the group. How many tiles a
 sequence has depends on its ``query_len``, which lives on the GPU; rather than copy it back to
 count, sequence ``i``'s tiles are numbered from ``query_start_loc[i] // QUERY_TILE + i`` (one spare
-number per sequence), and a program whose number falls in a gap returns at once.
+number per sequence), and a program whose number falls in a gap returns at once. With
+``query_lens`` [1, 40, 1] and ``QUERY_TILE`` 16, sequence 0 takes tile 0, sequence 1 tiles 1-3 and
+sequence 2 tile 4; with [16, 16], tiles 0 and 2 work and 1 and 3 return. The grid needs only
+``num_tokens // QUERY_TILE + num_seqs`` tile numbers, known without reading the GPU.
 
 The loop. As in the decode kernel: walk the context ``TILE`` keys at a time, find the physical
 blocks through the block table (one table load per block, not per token), score the tile, and fold
@@ -255,30 +258,47 @@ class UnifiedLaunch:
 
 def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: int,
                           head_dim: int, dtype: torch.dtype, max_query_len: int,
-                          max_context_len: int, num_sms: int | None) -> UnifiedLaunch:
-    """Tiles, warps, stages and split count for one batch (``num_sms`` None: the interpreter).
+                          max_context_len: int, num_sms: int | None,
+                          capability: tuple[int, int] = (9, 0)) -> UnifiedLaunch:
+    """Tiles, warps, stages and split count for one batch on a GPU of ``num_sms`` SMs and
+    compute ``capability`` (``num_sms`` None: the interpreter).
 
     Decode-like batches (every sequence's queries fit one tile of 16 rows) use 16 rows and split
     long contexts when the programs would not fill the GPU; prompt-heavy batches use taller query
-    tiles, so each key is loaded for more queries.
+    tiles, so each key is loaded for more queries. The tiles shrink where registers would spill
+    (measured ahead of time with Triton 3.9: fp32 and head dims over 128 hold twice the registers
+    per row; a T4, sm_75, has fewer registers per thread to spare).
     """
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     group_rows = max(MIN_ROWS, triton.next_power_of_2(queries_per_kv))
-    wide = head_dim_pad > 128 or dtype == torch.float32  # twice the registers per row
     if num_sms is None:  # the interpreter: cost is per loop step, so take big steps
         rows = max(group_rows, min(64, triton.next_power_of_2(max_query_len * queries_per_kv)))
         return UnifiedLaunch(query_tile=rows // queries_per_kv, rows=rows, kv_tile=64,
                              num_warps=4, num_stages=1, num_splits=1)
+    # Registers per (row, head dim) element: 1 for fp16/bf16 up to 128 dims, 2 or 4 beyond.
+    wide = head_dim_pad > 128
+    weight = (2 if dtype == torch.float32 else 1) * (2 if wide else 1)
+    if capability < (8, 0):
+        weight *= 2
     decode_like = max_query_len * queries_per_kv <= group_rows
-    rows = group_rows if decode_like else max(group_rows, 32 if wide else 64)
-    kv_tile = 32 if wide else 64
+    rows = group_rows if decode_like else max(group_rows, 64 // weight)
+    kv_tile = max(16, 64 // weight)
     num_splits = 1
     programs = num_seqs * num_kv_heads  # one query tile per sequence when decode_like
     if decode_like and programs < num_sms:
         num_splits = max(1, min(math.ceil(2 * num_sms / programs),
                                 math.ceil(max_context_len / 512), 64))
+    # 8 warps share the work of a tall tile, which with head dims up to 128 then fits the
+    # registers. fp32 has two measured exceptions that spill with 4 warps (ahead-of-time compile,
+    # Triton 3.9): split decodes on sm_90, and head dims over 128 unsplit on sm_80.
+    tall = not decode_like and not wide
+    fp32_exception = dtype == torch.float32 and (
+        (capability >= (9, 0) and num_splits > 1)
+        or (capability[0] == 8 and wide and num_splits == 1))
+    num_warps = 8 if tall or fp32_exception else 4
+    num_stages = 1 if wide else 2
     return UnifiedLaunch(query_tile=rows // queries_per_kv, rows=rows, kv_tile=kv_tile,
-                         num_warps=4, num_stages=2, num_splits=num_splits)
+                         num_warps=num_warps, num_stages=num_stages, num_splits=num_splits)
 
 
 # -- the host side: allocate, launch, merge ------------------------------------------------------
@@ -312,16 +332,19 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     queries_per_kv = num_heads // num_kv_heads
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
     # The interpreter runs CPU tensors, and CUDA ones too where TRITON_INTERPRET=1 was set.
-    interpreting = q.device.type == "cpu" or pagedlab.backend.triton_status()["mode"] == "interpreter"
+    interpreting = (q.device.type == "cpu"
+                    or pagedlab.backend.triton_status()["mode"] == "interpreter")
     if dot_fp32 is None:
         dot_fp32 = interpreting or q.dtype == torch.float32
     if launch is None:
-        num_sms = None if interpreting else torch.cuda.get_device_properties(
-            q.device).multi_processor_count
+        num_sms, capability = None, (0, 0)  # the interpreter
+        if not interpreting:
+            num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+            capability = torch.cuda.get_device_capability(q.device)
         launch = unified_launch_params(
             num_seqs=num_seqs, num_kv_heads=num_kv_heads, queries_per_kv=queries_per_kv,
             head_dim=head_dim, dtype=q.dtype, max_query_len=max_query_len,
-            max_context_len=max_context_len, num_sms=num_sms)
+            max_context_len=max_context_len, num_sms=num_sms, capability=capability)
     assert launch.rows >= max(MIN_ROWS, launch.query_tile * queries_per_kv) >= queries_per_kv
     num_splits = launch.num_splits if num_splits is None else num_splits
     tile = launch.kv_tile

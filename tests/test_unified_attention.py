@@ -188,6 +188,31 @@ def test_launch_params_split_only_decode_batches_that_leave_the_gpu_idle():
         assert params.rows >= 16 and params.rows >= params.query_tile * 4 and params.kv_tile >= 16
 
 
+@pytest.mark.parametrize("capability", [(7, 5), (8, 0), (9, 0)])
+def test_launch_params_are_shapes_a_gpu_compiles(capability):
+    # Powers of two, every tl.dot dim >= 16, a tile that holds its queries' rows; smaller tiles
+    # where registers are scarcer (fp32, head dims over 128, sm_75).
+    for dtype in DTYPES:
+        for head_dim in (64, 80, 128, 256):
+            for queries_per_kv, max_query_len in ((1, 1), (8, 1), (1, 512), (8, 512), (32, 4)):
+                params = unified_launch_params(
+                    num_seqs=4, num_kv_heads=2, queries_per_kv=queries_per_kv,
+                    head_dim=head_dim, dtype=dtype, max_query_len=max_query_len,
+                    max_context_len=4096, num_sms=108, capability=capability)
+                for size in (params.rows, params.kv_tile):
+                    assert size >= 16 and size & (size - 1) == 0
+                assert params.query_tile >= 1
+                assert params.query_tile * queries_per_kv <= params.rows
+                assert params.num_warps in (4, 8) and params.num_splits >= 1
+    small = unified_launch_params(num_seqs=4, num_kv_heads=2, queries_per_kv=1, head_dim=128,
+                                  dtype=torch.float16, max_query_len=512, max_context_len=4096,
+                                  num_sms=40, capability=(7, 5))
+    large = unified_launch_params(num_seqs=4, num_kv_heads=2, queries_per_kv=1, head_dim=128,
+                                  dtype=torch.float16, max_query_len=512, max_context_len=4096,
+                                  num_sms=132, capability=(9, 0))
+    assert small.rows * small.kv_tile < large.rows * large.kv_tile
+
+
 # -- the engine's layer: write_and_attend -----------------------------------------------------
 
 

@@ -44,6 +44,7 @@ _LAZY = {
     "LLMEngine": "engine",
     "check": "grading",
     "widgets": None,
+    "break_it": None,  # a module: plant a paging bug in one engine (lesson 08)
     "backend": None,
 }
 
@@ -53,7 +54,8 @@ __all__ = [
 ]
 
 
-_MODULES = {"workloads", "widgets", "backend"}  # names in _LAZY that are modules, not members
+# names in _LAZY that are modules, not members
+_MODULES = {"workloads", "widgets", "backend", "break_it"}
 
 
 def __getattr__(name: str):

@@ -316,3 +316,12 @@ def test_random_paged_batch_packs_query_lens_tokens():
     assert batch["q"].shape == (10, 4, 16)
     assert batch["query_lens"].tolist() == [1, 9]
     assert "query_lens" not in random_paged_batch([4, 9], head_dim=16)
+
+
+def test_query_lens_on_another_device_is_refused(launches):
+    batch = random_paged_batch([5, 20], query_lens=[2, 20], block_size=16, head_dim=32,
+                               device=DEVICE)
+    batch["query_lens"] = torch.tensor([2, 20], device="meta")
+    with pytest.raises(pl.errors.InvalidConfig, match="query_lens is on meta"):
+        pl.paged_attention(**batch, backend="triton")
+    assert launches == []

@@ -110,3 +110,32 @@ def test_a_container_without_cap_sys_admin_falls_back_to_uid_isolation(tmp_path,
     assert "isolation: uid (namespace: " in done.stderr and "namespace failed" in done.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["extra_data"]["isolation"] == "uid" and data["score"] == 6
+
+
+@as_root
+def test_two_uid_runs_at_once_leave_the_original_modes(tmp_path):
+    """The second run must not take the first run's locked mode for the original."""
+    package = learner_copy.source_folders()[""]
+    original = stat.S_IMODE(package.stat().st_mode)
+    first = Sandbox("uid", [])
+    second = Sandbox("uid", [])
+    first.close()
+    assert stat.S_IMODE(package.stat().st_mode) & 0o077 == 0      # the second still runs
+    second.close()
+    assert stat.S_IMODE(package.stat().st_mode) == original
+
+
+@as_root
+def test_a_run_that_died_gives_its_paths_back_to_the_next_one(tmp_path):
+    import subprocess
+    from pagedlab.grading import locks
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "locked-paths.json").write_text(json.dumps(
+        {str(folder): {"mode": 0o755, "holders": [dead.pid]}}))
+    os.chmod(folder, 0o700)                   # as the dead run left it
+    locks.Registry(tmp_path).lock([])
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -34,7 +34,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import learner_copy, reaper
+from . import learner_copy, locks, reaper
 
 MODES = ("auto", "namespace", "uid", "none")
 FIRST_UID, UID_COUNT = 61000, 1000
@@ -74,7 +74,7 @@ class Sandbox:
         self.next_uid, self.used_uids = random.randrange(max(1, len(self.uids))), set()
         self.held: dict[int, int] = {}       # uid -> fd of its lock: no other run may use it
         self.mutex = threading.Lock()
-        self.locked: list[tuple[Path, int]] = []
+        self.locked: list[Path] = []
         if mode == "uid":
             self._lock()
 
@@ -114,11 +114,9 @@ class Sandbox:
         paths = [*folders.values(), *self.graded]
         if (repository / "solutions").is_dir():
             paths += [repository / name for name in ("solutions", ".git", "build")]
-        for path in paths:
-            if path.exists() and not path.is_symlink():
-                mode = path.stat().st_mode & 0o7777
-                self.locked.append((path, mode))
-                os.chmod(path, mode & ~0o077)
+        self._ensure_lock_folder()
+        self.locked = [p for p in paths if p.exists() and not p.is_symlink()]
+        locks.Registry(UID_LOCKS).lock(self.locked)
 
     # -- one process --
     def allocate_uid(self) -> int:
@@ -137,11 +135,15 @@ class Sandbox:
         self.sweep(uid)
         return uid
 
-    def _reserve(self, uid: int) -> bool:
+    @staticmethod
+    def _ensure_lock_folder() -> None:
         if not UID_LOCKS.is_dir() or UID_LOCKS.is_symlink() or UID_LOCKS.stat().st_uid != 0:
             if UID_LOCKS.exists() or UID_LOCKS.is_symlink():
                 os.rename(UID_LOCKS, f"{UID_LOCKS}.{os.getpid()}.unsafe")   # not ours: set aside
             UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+
+    def _reserve(self, uid: int) -> bool:
+        self._ensure_lock_folder()
         fd = os.open(UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -250,11 +252,8 @@ class Sandbox:
         for fd in self.held.values():
             os.close(fd)
         self.held = {}
-        for path, mode in reversed(self.locked):
-            try:
-                os.chmod(path, mode)
-            except OSError:
-                pass
+        if self.locked:
+            locks.Registry(UID_LOCKS).unlock(self.locked)
         self.locked = []
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """The paged decode kernel against SDPA (contiguous), gather-then-SDPA and flex_attention.
 
-The benchmark itself lives in pagedlab/bench.py so that ``pagedlab bench`` runs it anywhere the
+The benchmark itself lives in pagedlab/tools/bench.py so that ``pagedlab bench`` runs it anywhere the
 package is installed; this file is the same thing for a checkout:
 
     python benchmarks/bench_kernels.py [--out benchmarks/results] [--quick] [--no-flex]

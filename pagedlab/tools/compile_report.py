@@ -302,8 +302,24 @@ def compile_one(found: fake_gpu.Launch, with_sass: bool = False) -> dict:
     if with_sass:
         loop = inner_loop(sass(cubin))
         row["inner_loop"] = {"instructions": len(loop), "mix": instruction_mix(loop),
-                             "excerpt": _excerpt(loop)}
+                             "excerpt": _excerpt(loop), "reading": _reading(loop)}
     return row
+
+
+def _reading(loop: list[str]) -> str:
+    """What a learner should see in the loop's instructions, in one or two sentences."""
+    has = lambda opcode: any(re.search(rf"\b{opcode}", text) for text in loop)  # noqa: E731
+    if has("HMMA") or has("HGMMA"):
+        said = "The two matrix products run on tensor cores (HMMA: a 16x8x16 multiply-add each)."
+    else:
+        said = ("No tensor cores: the two matrix products are plain fp32 multiply-adds (FFMA), "
+                "one number at a time, fed from shared memory (LDS).")
+    if has("LDGSTS"):
+        said += (" Keys, values and the next block id are copied global -> shared memory "
+                 "asynchronously (LDGSTS, cp.async) for tiles ahead of the one being computed.")
+    else:
+        said += " Keys and values are loaded straight into registers (LDG) for this tile only."
+    return said
 
 
 def _claimed_programs_per_sm(found: fake_gpu.Launch) -> int | None:
@@ -421,7 +437,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"## The decode loop on {row['gpu']} ({row['arch']})", "",
                   f"fp16, head dim 128, 32 query heads over 8 KV heads, block 16 "
                   f"({_fmt_constexprs(row)}): {row['registers']} registers, {row['shared']} B "
-                  f"shared memory. One loop step is {loop['instructions']} instructions:", "",
+                  f"shared memory. One loop step is {loop['instructions']} instructions per warp "
+                  f"({row['constexprs'].get('TILE')} tokens). {loop.get('reading', '')}", "",
                   "| what | instructions |", "| --- | --- |"]
         lines += [f"| {name} | {count} |" for name, count in loop["mix"].items()]
         lines += ["", "```", *loop["excerpt"], "```"]

@@ -263,3 +263,51 @@ def test_bad_chunk_requests_to_the_block_manager_change_nothing():
     assert (list(seq.block_table), bm.num_free_blocks, seq.num_computed_tokens) == before
     bm.extend(seq, 8)
     assert len(seq.block_table) == 2 and seq.num_computed_tokens == 8
+
+
+# ---------------------------------------------------------------- the simulator
+def test_the_simulator_serves_the_same_workload_with_chunks():
+    requests = pl.workloads.sharegpt_like(200, seed=3)
+    whole = pl.simulate(requests, pl.BlockManager(800, 16))
+    chunked = pl.simulate(requests, pl.BlockManager(800, 16), enable_chunked_prefill=True,
+                          max_num_batched_tokens=128)
+    assert whole.finished == chunked.finished == 200
+    assert whole.generated_tokens == chunked.generated_tokens
+    assert chunked.time_unit == whole.time_unit == "steps"
+    assert 0 < chunked.token_states <= 1
+
+
+def test_with_a_step_cost_the_clock_runs_in_seconds_and_latencies_follow_it():
+    requests = pl.workloads.fixed(20, prompt_len=100, output_len=10, rate=2.0)
+    cost = pl.StepCost(fixed_ms=10.0, per_token_ms=0.1, per_kv_token_ms=0.0)
+    result = pl.simulate(requests, pl.BlockManager(400, 16), step_cost=cost)
+    assert result.time_unit == "s" and result.finished == 20
+    # alone, a request's first step prefills 100 tokens: 10 + 100 * 0.1 = 20 ms
+    assert result.mean_ttft == pytest.approx(0.020, abs=0.01)
+    assert result.mean_tpot >= 0.010 and result.p99_itl >= 0.010
+    assert result.normalized_latency > result.mean_tpot
+    assert result.duration >= requests[-1].arrival
+
+
+def test_chunked_prefill_caps_the_stalls_between_tokens():
+    # A long prompt arriving while others decode: whole, it stalls every decode for one long
+    # step; in chunks of 64, no step is long.
+    requests = pl.workloads.fixed(8, prompt_len=20, output_len=60) + [
+        pl.workloads.Request(100, 1500, 5, arrival=0.5)]
+    cost = pl.StepCost()
+    results = {chunked: pl.simulate(requests, pl.BlockManager(400, 16), step_cost=cost,
+                                    enable_chunked_prefill=chunked,
+                                    max_num_batched_tokens=64 if chunked else 2048)
+               for chunked in (False, True)}
+    # whole: the 8 decodes wait for one step of 1,500 prompt tokens (+ 8 decode tokens)
+    assert results[False].p99_itl >= cost.seconds(1500 + 8, 0)
+    # chunked: no decode ever waits for more than a step of 64 tokens (plus the K/V it reads)
+    assert results[True].p99_itl < cost.seconds(64, 0) + 0.005
+    assert results[True].mean_ttft > results[False].mean_ttft  # the price: a later first token
+
+
+def test_a_bad_step_cost_is_refused():
+    with pytest.raises(pl.InvalidConfig, match="fixed_ms"):
+        pl.StepCost(fixed_ms=-1)
+    with pytest.raises(TypeError, match="StepCost"):
+        pl.simulate([], pl.BlockManager(8), step_cost=17.0)

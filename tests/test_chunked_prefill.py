@@ -160,16 +160,18 @@ def test_parallel_samples_fork_only_after_the_last_chunk():
 
 
 # ---------------------------------------------------------------- conservation
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), budget=st.sampled_from([4, 5, 8, 16, 64]),
        prefix=st.booleans(), preemption=st.sampled_from(["recompute", "swap"]),
-       num_blocks=st.integers(10, 24), fan=st.sampled_from([(1, 1), (2, 1), (1, 2)]))
+       num_blocks=st.integers(10, 24), fan=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
+       watermark=st.sampled_from([0.0, 0.1]))
 def test_every_request_finishes_with_exactly_its_tokens_and_every_block_is_freed(
-        seed, budget, prefix, preemption, num_blocks, fan):
+        seed, budget, prefix, preemption, num_blocks, fan, watermark):
     n, beam_width = fan
     rng = random.Random(seed)
     bm, sched = make(num_blocks=num_blocks, prefix=prefix, preemption=preemption,
-                     max_num_batched_tokens=budget, max_num_seqs=8, num_cpu_blocks=64)
+                     max_num_batched_tokens=budget, max_num_seqs=8, num_cpu_blocks=64,
+                     watermark=watermark)
     wanted = {}
     shared = [rng.randrange(5) for _ in range(8)]
     for seq_id in range(1, 7):

@@ -46,13 +46,14 @@ def body_problem(kernel: ast.FunctionDef) -> str | None:
     own = {a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs)}
     own |= {node.id for node in ast.walk(kernel) if isinstance(node, ast.Name)
             and isinstance(node.ctx, ast.Store)}
+    allowed = own | BUILTINS | {"tl", "triton"}
     for node in ast.walk(kernel):
         if node is not kernel and isinstance(node, (*REFUSED, ast.FunctionDef)):
             return f"{type(node).__name__.lower()} (line {node.lineno})"
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             return f"the attribute .{node.attr} (line {node.lineno})"
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
-                and node.id not in own | BUILTINS | {"tl", "triton"}:
+                and node.id not in allowed:
             return f"{node.id}, defined outside the kernel (line {node.lineno})"
     return None
 

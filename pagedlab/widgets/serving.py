@@ -6,6 +6,8 @@ plots usage over the whole run. See notebooks/08_serving_a_model.ipynb.
 """
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
 from .palette import BORDER, OKABE_ITO, cell, chip, colour_of, figure_png, letter_of, table
@@ -58,12 +60,17 @@ def usage_figure(usage: list[float], batch: list[int], preempted_steps: list[int
 
 
 class ServingWidget(widgets.VBox):
-    """Serve ``prompts`` (lists of token ids) with a fresh engine per run; watch the pool live."""
+    """Serve ``prompts`` (lists of token ids) with a fresh engine per run; watch the pool live.
+
+    ``decode`` (token ids -> text, e.g. a tokenizer's) shows prompts and answers as text;
+    ``eos_token_id`` ends a request early, as in :class:`~pagedlab.LLMEngine`.
+    """
 
     def __init__(self, model, prompts: list[list[int]], num_blocks: int = 32, block_size: int = 8,
-                 max_new_tokens: int = 32, max_num_seqs: int = 8):
+                 max_new_tokens: int = 32, max_num_seqs: int = 8, decode=None,
+                 eos_token_id: int | None = None):
         self.model, self.prompts, self.block_size = model, prompts, block_size
-        self.max_num_seqs = max_num_seqs
+        self.max_num_seqs, self.decode, self.eos_token_id = max_num_seqs, decode, eos_token_id
         style = {"description_width": "initial"}
         self.num_blocks = widgets.IntSlider(value=num_blocks, min=8, max=128, step=4,
                                             description="pool (blocks)", style=style,
@@ -104,7 +111,8 @@ class ServingWidget(widgets.VBox):
         self.button.disabled = True
         try:
             self.engine = LLMEngine(self.model, num_blocks=self.num_blocks.value,
-                                    block_size=self.block_size, max_num_seqs=self.max_num_seqs)
+                                    block_size=self.block_size, max_num_seqs=self.max_num_seqs,
+                                    eos_token_id=self.eos_token_id)
             self.history = []
             self.results = self.engine.generate(self.prompts, self.max_new_tokens.value,
                                                 progress=False, on_step=self._on_step)
@@ -122,7 +130,13 @@ class ServingWidget(widgets.VBox):
             f'<div style="border-top:1px solid {BORDER}">done: {len(self.history)} steps, '
             f"{stats.generated_tokens} tokens, {stats.preemptions} preemptions, peak "
             f"{stats.peak_used_blocks} of {self.num_blocks.value} blocks</div>"
-            + table(["request", "prompt", "new tokens (first 8)"],
-                    [[chip(letter_of(i + 1), colour_of(i + 1)), f"{len(p)} tokens", str(out[:8])]
+            + table(["request", "prompt", "new tokens" if self.decode else "new tokens (first 8)"],
+                    [[chip(letter_of(i + 1), colour_of(i + 1)), *self._texts(p, out)]
                      for i, (p, out) in enumerate(zip(self.prompts, self.results))]))
         return self.results
+
+    def _texts(self, prompt: list[int], output: list[int]) -> list[str]:
+        """The table's prompt and answer cells: text where there is a decoder, else ids."""
+        if self.decode is None:
+            return [f"{len(prompt)} tokens", str(output[:8])]
+        return [html.escape(self.decode(prompt)), html.escape(self.decode(output))]

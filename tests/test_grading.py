@@ -338,6 +338,29 @@ def test_gradescope_autograder_files(tmp_path):
     assert (tmp_path / "run_autograder").stat().st_mode & 0o111
 
 
+def test_run_autograder_grades_a_submission_folder(tmp_path):
+    """The bundle's script, with Gradescope's folders and its venv swapped for ours."""
+    import subprocess
+    import sys
+    command.main(["--gradescope-autograder", str(tmp_path / "bundle")])
+    submission, out = tmp_path / "autograder" / "submission", tmp_path / "autograder" / "results"
+    submission.mkdir(parents=True)
+    (submission / "ex01_block_manager.ipynb").write_text((ROOT / "solutions" / "ex01_block_manager.ipynb").read_text())
+    script = (tmp_path / "bundle" / "run_autograder").read_text()
+    script = script.replace("/autograder", str(tmp_path / "autograder")).replace(
+        "/opt/pagedlab/bin/pagedlab", f"{sys.executable} -m pagedlab")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["score"] == 6 and data["extra_data"]["isolation"] in ("namespace", "uid", "none")
+
+
+def test_the_csv_does_not_hand_a_spreadsheet_a_formula():
+    from pagedlab.grading.submissions import Submission
+    text = results.csv_text([Submission("=HYPERLINK(1)", [])], "namespace")
+    assert text.splitlines()[1].startswith("'=HYPERLINK(1)")
+
+
 def test_an_empty_submission_still_gives_gradescope_a_result():
     data = gradescope.results([], 0.4, ["x.ipynb: no such file or folder"])
     assert data["score"] == 0 and data["tests"] == [] and "no such file" in data["output"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any, Callable
 
 MAX_ITEMS = 4096           # longest list copied out of a learner's object
@@ -205,12 +206,20 @@ def run_schedule(objects: dict, data: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------ ex06, ex07: attention
-def _inputs(data: dict) -> dict:
+def _inputs(data: dict, device: str = "cpu") -> dict:
     import torch
-    tensors = {name: torch.tensor(data[name], dtype=torch.float32) for name in ("q", "k_cache", "v_cache")}
-    tensors["block_tables"] = torch.tensor(data["block_tables"], dtype=torch.int32)
-    tensors["context_lens"] = torch.tensor(data["context_lens"], dtype=torch.int32)
+    tensors = {name: torch.tensor(data[name], dtype=torch.float32, device=device)
+               for name in ("q", "k_cache", "v_cache")}
+    for name in ("block_tables", "context_lens"):
+        tensors[name] = torch.tensor(data[name], dtype=torch.int32, device=device)
     return tensors
+
+
+def _kernel_device() -> str:
+    """Where a Triton kernel reads its buffers: the GPU, unless it runs in the interpreter."""
+    import torch
+    compiled = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    return "cuda" if compiled else "cpu"
 
 
 def _values(out: Any) -> dict:
@@ -235,7 +244,7 @@ def run_kernel(objects: dict, data: dict) -> dict:
     """
     import torch
     kernel = objects["kernel"]
-    t = _inputs(data)
+    t = _inputs(data, _kernel_device())
     q, k_cache, v_cache = t["q"], t["k_cache"], t["v_cache"]
     num_seqs, num_heads, head_dim = q.shape                      # (S, H, D)
     _, block_size, num_kv_heads, _ = k_cache.shape               # (N, B, KV, D)

@@ -54,10 +54,15 @@ def csv_text(submissions: list, mode: str) -> str:
     for submission in submissions:
         best, _ = gradescope.best_per_exercise(submission.reports)
         scores = {r.exercise: r.score for r in best}
-        writer.writerow([submission.student, *(f"{scores[i]:g}" if i in scores else "" for i in ids),
+        writer.writerow([_cell(submission.student), *(f"{scores[i]:g}" if i in scores else "" for i in ids),
                          f"{sum(r.score for r in best):g}", f"{sum(r.max_score for r in best):g}",
-                         mode, "; ".join(submission.problems)])
+                         mode, _cell("; ".join(submission.problems))])
     return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def _safe_name(student: str) -> str:

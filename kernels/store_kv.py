@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch_config import store_tokens_per_program
+
 
 @triton.jit
 def store_kv_kernel(
@@ -66,9 +68,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         return
     row = num_kv_heads * head_dim
     row_pad = triton.next_power_of_2(row)
-    # About 4K numbers per program on a GPU; the interpreter prefers few, large programs.
-    budget = 1 << 16 if k.device.type == "cpu" else 4096
-    tokens = max(1, min(triton.next_power_of_2(num_tokens), budget // row_pad))
+    tokens = store_tokens_per_program(row_pad, num_tokens, on_gpu=k.device.type != "cpu")
     grid = (triton.cdiv(num_tokens, tokens),)
     store_kv_kernel[grid](k, v, k_cache, v_cache, slot_mapping, num_tokens,
                           ROW=row, ROW_PAD=row_pad, TOKENS=tokens)

@@ -88,14 +88,15 @@ class Launch:
                 self.options.num_warps, self.options.num_stages)
 
 
+@dataclass
 class _State:
     gpu: GPU | None = None
-    launches: list[Launch] = []
-    workload: dict = {}
+    launches: list[Launch] = field(default_factory=list)  # every launch recorded, in order
+    workload: dict = field(default_factory=dict)
     grid: tuple = ()
 
 
-state = _State()
+state = _State()  # one per process: what is faked now, and what was launched
 
 
 def use(gpu: GPU, workload: dict | None = None) -> None:

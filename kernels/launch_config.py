@@ -10,14 +10,19 @@ a T4 (sm_75), an A100 (sm_80) and an H100 (sm_90) without a GPU:
 ``benchmarks/results/compile_table.md``. What it found:
 
 - Triton compiles the T4's matrix products to plain fp32 FMAs (no tensor cores), as it does fp32
-  products (``input_precision="ieee"``) everywhere. Such a product costs one instruction per row,
-  so padding 1 query head per KV head up to the 16 rows a ``tl.dot`` needs does 16 times the work:
-  without tensor cores the decode kernel multiplies and sums over the real rows instead.
+  products (``input_precision="ieee"``) everywhere. Such a product costs an instruction per row,
+  so padding 1 query head per KV head to the 16 rows a ``tl.dot`` needs does 16 times the work.
+  Multiplying and summing over the real rows instead: 173 instead of 472 instructions per loop
+  step for 1 query head (T4, head dim 64), 550 instead of 826 for 2 (head dim 128); at 4 the two
+  are equal and the sum needs more registers, so from 3 query heads the dot stays.
 - With tensor cores (fp16 and bf16 from sm_80) the dot stays, padded to 16 rows: one tensor-core
   instruction does the work of many FMAs, even with most rows empty.
-- Big tiles spill: 64 tokens x head dim 128 took all 255 registers on a T4 and spilled 600 bytes.
-  16 tokens a step (what vLLM's Triton decode takes) fits everywhere; a tile that lies inside
-  one cache block also needs only one block-table load.
+- Big tiles spill: 64 tokens x head dim 128 took all 255 registers on a T4 and spilled 616 bytes
+  per thread; fp32 head dim 128 spilled on an A100. 16 tokens a step (what vLLM's Triton decode
+  takes) fits everywhere (at most 239 registers, on a T4 at head dim 256), and a tile inside one
+  cache block needs only one block-table load per step.
+- From sm_80, ``num_stages=3`` makes Triton copy the next tiles' keys, values and block ids into
+  shared memory asynchronously (cp.async) while this tile is computed.
 
 The decode kernel's other launch facts (``programs_per_sm``) feed the split-K choice: split a
 context only until the GPU holds as many programs as fit at once.
@@ -109,8 +114,9 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context_len: int,
                       min_tokens_per_split: int = 512) -> int:
     """How many pieces to cut each context into so that every SM gets the programs it can hold.
 
-    1 when the (sequence, KV head) programs already fill the GPU, the contexts are short, or
-    there is no GPU (``num_sms`` None: the interpreter runs programs one after another anyway).
+    1 when every SM already has a (sequence, KV head) program, the contexts are short (a piece
+    under ``min_tokens_per_split`` is not worth its merge), or there is no GPU (``num_sms`` None:
+    the interpreter runs programs one after another anyway).
     """
     programs = num_seqs * num_kv_heads
     wanted_programs = (num_sms or 0) * programs_per_sm

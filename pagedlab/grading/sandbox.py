@@ -12,12 +12,12 @@ grader's but its three pipes. Modes:
   /dev/shm (size-capped), /proc, no network, and its own process tree, which dies with it.
 - ``uid`` (no namespaces, e.g. a container without CAP_SYS_ADMIN): the uid drop alone; for the
   run, the grader makes pagedlab's source, ``solutions/``, ``.git`` and the graded paths
-  unreadable to others (``chmod go-rwx``, restored at the end).
+  unreadable to others (``chmod go-rwx``, restored by the last run to finish: :mod:`.locks`).
 - ``none``: same user as the grader; graded anyway, but reported loudly as not isolated.
 
 After each submission every process of its uid is killed and its files in the shared temporary
-folders are removed. :meth:`Sandbox.probe` checks the boundary at start: a process inside must
-fail to open the reference files.
+folders are removed (:mod:`.reaper`). :func:`.isolation.probe` checks the boundary at start: a
+process started as a submission would be must fail to open the reference files.
 """
 from __future__ import annotations
 

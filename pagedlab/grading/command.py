@@ -24,7 +24,8 @@ Out of scope: a student who solves the exercise by other means than pagedlab's r
 (copying a classmate's work or the course's public source); the total memory of a submission
 (limited per process, up to 64 processes); and, under ``uid`` isolation, which relies on file
 permissions, copies of the solutions elsewhere on the machine that others may read, the shared
-/tmp and /dev/shm while a submission runs (cleared after it), and the network. With
+/tmp and /dev/shm while a submission runs (cleared after it), the disk its working folder fills
+(64 MB a file) and the network. With
 ``--isolation none`` (not root, no bubblewrap) none of the boundary holds: the run says so
 loudly and records it in every result. See :mod:`.sandbox` for how each mode is built.
 """
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--gradescope writes one submission's results, and {args.paths[0]} holds "
                      f"{len(submissions)} students: use --csv FILE or --json-dir DIR")
     try:
-        sandbox = open_sandbox(args.isolation, [Path(p) for p in args.paths])
+        outputs = [Path(p) for p in (args.csv, args.json_dir, args.gradescope) if p and Path(p).exists()]
+        sandbox = open_sandbox(args.isolation, [Path(p) for p in args.paths] + outputs)
     except IsolationUnavailable as error:
         print(f"pagedlab grade: {error}", file=sys.stderr)
         return 4

@@ -7,7 +7,7 @@ its exercise (the only group that may read that exercise's learner copy of paged
 grader's but its three pipes. Modes:
 
 - ``namespace`` (bubblewrap): a file system built from the system's and Python's folders only,
-  read-only, with the learner copy and the working folder bound in; pagedlab's real source, the
+  read-only, with the learner copy bound in and a size-capped home folder; pagedlab's real source, the
   repository (``solutions/``, ``.git``) and the other submissions are not in it. Private /tmp,
   /dev/shm (size-capped), /proc, no network, and its own process tree, which dies with it.
 - ``uid`` (no namespaces, e.g. a container without CAP_SYS_ADMIN): the uid drop alone; for the
@@ -177,14 +177,17 @@ class Sandbox:
         options = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        env=env, start_new_session=True, close_fds=True)
         if inside:
-            argv = self._bwrap(lib, workdir, uid) + argv
+            argv = self._bwrap(lib, uid) + argv
         else:
             options["cwd"] = workdir
             if uid != os.getuid():
                 options.update(user=uid, group=self.gid(exercise), extra_groups=[], umask=0o077)
         return subprocess.Popen(argv, **options)
 
-    def _bwrap(self, lib: Path, workdir: Path, uid: int) -> list[str]:
+    def _bwrap(self, lib: Path, uid: int) -> list[str]:
+        """bubblewrap's arguments: a read-only view of the system and of Python, the learner
+        copy, and size-capped private /tmp, /dev/shm and home folder (nothing written there
+        reaches the grader's disk)."""
         argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--die-with-parent", "--new-session"]
         for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -213,7 +216,7 @@ class Sandbox:
             argv += ["--dev-bind", str(device), str(device)]
         argv += ["--perms", "0755", "--dir", "/grader", "--perms", "0755", "--dir", "/home",
                  "--ro-bind", str(lib), "/grader/lib", "--ro-bind", str(self.bin), "/grader/bin",
-                 "--bind", str(workdir), HOME, "--chdir", HOME]
+                 "--perms", "1777", "--size", str(256 << 20), "--tmpfs", HOME, "--chdir", HOME]
         if uid != os.getuid():   # root: keep only the right to drop to the submission's uid
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:

@@ -241,7 +241,7 @@ class Scheduler:
         return missing + self._blocks_to_grow(group, on_gpu=True)
 
     def _blocks_to_admit(self, group: SequenceGroup, cache_hits: bool = True,
-                         num_tokens: list[int | None] | None = None) -> int:
+                         num_tokens: list[int] | None = None) -> int:
         """Free blocks a waiting group needs for its first ``num_tokens`` positions (default:
         all) and, when that completes its prompt, to grow once.
 
@@ -249,13 +249,14 @@ class Scheduler:
         taken); without, the answer is what the group needs even if the cache were empty.
         """
         bm, size = self.block_manager, self.block_manager.block_size
-        num_tokens = num_tokens or [None] * len(group.seqs)
+        if num_tokens is None:  # the whole prompt (checked every step while requests wait)
+            needed = bm.blocks_to_allocate if cache_hits else bm.blocks_needed
+            return sum(needed(seq) for seq in group.seqs) + self._blocks_to_grow(group)
         if cache_hits:
             blocks = sum(bm.blocks_to_allocate(seq, n) for seq, n in zip(group.seqs, num_tokens))
         else:
-            blocks = sum(-(-(n or len(seq.token_ids)) // size)
-                         for seq, n in zip(group.seqs, num_tokens))
-        completes = all(n in (None, len(seq.token_ids)) for seq, n in zip(group.seqs, num_tokens))
+            blocks = sum(-(-n // size) for n in num_tokens)
+        completes = all(n == len(seq.token_ids) for seq, n in zip(group.seqs, num_tokens))
         return blocks + (self._blocks_to_grow(group) if completes else 0)
 
     def _check_fits(self, group: SequenceGroup, blocks: int, grow: bool = False) -> None:

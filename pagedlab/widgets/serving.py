@@ -75,7 +75,10 @@ class ServingWidget(widgets.VBox):
         self.num_blocks = widgets.IntSlider(value=num_blocks, min=8, max=128, step=4,
                                             description="pool (blocks)", style=style,
                                             continuous_update=False)
-        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=4, max=64, step=4,
+        room = getattr(model, "max_seq_len", 64) - max(map(len, prompts), default=0)
+        longest = max(4, min(64, room // 4 * 4))  # no more new tokens than the model has room for
+        self.max_new_tokens = widgets.IntSlider(value=min(max_new_tokens, longest), min=4,
+                                                max=longest, step=4,
                                                 description="new tokens", style=style,
                                                 continuous_update=False)
         self.button = widgets.Button(description="Generate", button_style="primary",

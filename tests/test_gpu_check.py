@@ -45,6 +45,7 @@ def test_dry_run_writes_what_a_gpu_run_writes(dry_run):
     report = json.loads(bench.read_text())
     assert report["targets"] and "error" not in report["targets"]  # the target shape ran first
     assert report["results"][0]["method"] == "paged kernel"
+    assert any(row.get("error", "").startswith("skipped: needs") for row in report["results"])
     assert (out / "bench_tesla_t4.png").exists() and (out / "doctor.txt").exists()
     engine = json.loads((out / "bench_engine_gpu.json").read_text())
     assert engine["engine_tokens_per_s"] > 0

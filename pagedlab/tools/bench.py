@@ -176,6 +176,8 @@ def run(shapes, device, flex: bool, save=None, flex_budget_s: float = 60.0) -> d
                 rows.append({"batch": batch, "context": context, "method": "all",
                              "error": f"skipped: needs {bytes_needed(batch, context) / 2**30:.1f}"
                                       f" GiB, {free / 2**30:.1f} GiB free"})
+                if save is not None:
+                    save(report)
                 continue
         inputs = make_inputs(batch, context, torch.float16, device)
         moved = (2 * inputs["k_cache"].nbytes + 2 * inputs["q"].nbytes

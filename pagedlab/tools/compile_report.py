@@ -324,7 +324,7 @@ def _reading(loop: list[str]) -> str:
 
 def _claimed_programs_per_sm(found: fake_gpu.Launch) -> int | None:
     """What the launch code assumed about this decode launch's occupancy (split-K uses it)."""
-    if found.name != "paged_decode_kernel":
+    if found.name != "paged_decode_kernel" or "dtype" not in found.workload:
         return None
     import torch
 

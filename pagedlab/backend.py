@@ -2,7 +2,7 @@
 
 Triton reads ``TRITON_INTERPRET`` when ``@triton.jit`` decorates a kernel, so the choice must be
 made *before* a kernel module is imported. Importing this module makes it: with no CUDA GPU it
-sets ``TRITON_INTERPRET=1`` and the same kernels then run on the CPU, slowly but exactly. Every
+sets ``TRITON_INTERPRET=1`` and the same kernels then run on the CPU, slowly. Every
 kernel file imports this module first, so any way of reaching a kernel is safe.
 
 See notebooks/00_start_here.ipynb (the doctor table) and notebooks/07_triton_kernel.ipynb.
@@ -52,7 +52,7 @@ def _decide() -> dict:
         triton_compat.squeeze_scalar_loop_bounds()
         return {"available": True, "mode": "interpreter", "version": version,
                 "reason": "No CUDA GPU found, so the Triton kernels run in the Triton interpreter "
-                          "on the CPU (exact but slow: keep shapes small)."}
+                          "on the CPU (slow: keep shapes small; matrix products are done in fp32 there)."}
     name, (major, minor) = gpu
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         return {"available": True, "mode": "interpreter", "version": version,

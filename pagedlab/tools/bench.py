@@ -72,12 +72,13 @@ def methods(inputs: dict, flex: bool) -> dict:
     q, k_cache, v_cache = inputs["q"], inputs["k_cache"], inputs["v_cache"]
     tables, lens = inputs["block_tables"], inputs["context_lens"]
     batch, context = q.shape[0], int(lens[0])
-    group = NUM_HEADS // NUM_KV_HEADS
+    queries_per_kv = NUM_HEADS // NUM_KV_HEADS
     scale = 1.0 / math.sqrt(HEAD_DIM)
-    # SDPA with the GQA group folded into the query length: q (batch, kv_heads, group, hd).
-    q_folded = q.view(batch, NUM_KV_HEADS, group, HEAD_DIM)
+    # SDPA with the query heads of each KV head folded into the query length:
+    # q (batch, kv_heads, queries_per_kv, hd).
+    q_folded = q.view(batch, NUM_KV_HEADS, queries_per_kv, HEAD_DIM)
 
-    def unfold(out):  # (batch, kv_heads, group, hd) -> (batch, num_heads, hd)
+    def unfold(out):  # (batch, kv_heads, queries_per_kv, hd) -> (batch, num_heads, hd)
         return out.reshape(batch, NUM_HEADS, HEAD_DIM)
 
     def logical(cache):  # (blocks, B, kv_heads, hd) -> (batch, kv_heads, context, hd), a copy

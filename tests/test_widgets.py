@@ -76,6 +76,8 @@ def test_garage_leave_frees_the_chosen_car_and_reset_empties():
 def test_parking_comparison_fits_more_cars_paged():
     html = parking_comparison([5, 9, 3, 7, 6], max_len=16, num_slots=48)
     assert "3 of 5 cars fit" in html and "5 of 5 cars fit" in html
+    # paged in blocks of 4: 8 + 12 + 4 + 8 + 8 = 40 slots held, 8 free
+    assert "blocks of 4 slots" in html and "8 slots still free" in html
 
 
 # -- block tables (lesson 02) --

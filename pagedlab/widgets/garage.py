@@ -168,11 +168,13 @@ class GarageWidget(widgets.VBox):
             self.which.value = chosen if chosen in self.cars else next(iter(self.cars))
 
 
-def parking_comparison(lengths: list[int], max_len: int, num_slots: int) -> str:
+def parking_comparison(lengths: list[int], max_len: int, num_slots: int,
+                       block_size: int = 4) -> str:
     """HTML: the same cars parked contiguously (each reserves ``max_len`` slots) and paged.
 
     Contiguous parking reserves a car's maximum length in one run of slots up front; paging
-    gives each car only the slots its tokens fill, in blocks anywhere. Lengths in tokens.
+    gives each car whole blocks of ``block_size`` slots, only as many as its tokens fill (so
+    only its last block may be partly empty), anywhere in the garage. Lengths in tokens.
     """
     def row(title: str, runs: list[tuple[int | None, int, str]]) -> str:
         parts = []
@@ -202,16 +204,18 @@ def parking_comparison(lengths: list[int], max_len: int, num_slots: int) -> str:
     contiguous.append((None, num_slots - used, "free"))
     paged, used = [], 0
     for car, length in enumerate(lengths, start=1):
-        if used + length > num_slots:
+        blocks = -(-length // block_size)
+        if used + blocks * block_size > num_slots:
             break
-        paged.append((car, length, "tokens"))
-        used += length
+        paged += [(car, length, "tokens"), (car, blocks * block_size - length, "reserved")]
+        used += blocks * block_size
+    parked_paged = len(paged) // 2
     paged.append((None, num_slots - used, "free"))
     return (f'<div style="max-width:48em">'
             + row(f"contiguous: each car reserves {max_len} slots &rarr; "
                   f"{parked_contiguous} of {len(lengths)} cars fit", contiguous)
-            + row(f"paged: each car takes only what it fills &rarr; "
-                  f"{len(paged) - 1} of {len(lengths)} cars fit, "
+            + row(f"paged: each car takes whole blocks of {block_size} slots, only as many as "
+                  f"it fills &rarr; {parked_paged} of {len(lengths)} cars fit, "
                   f"{num_slots - used} slots still free", paged)
-            + '<div style="font-size:11px">pale = reserved for tokens not generated yet; '
-              "dashed = free</div></div>")
+            + '<div style="font-size:11px">pale = held but empty (reserved for tokens not '
+              "generated yet; paged: the rest of a car's last block); dashed = free</div></div>")

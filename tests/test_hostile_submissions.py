@@ -13,7 +13,8 @@ thread, m20 walks up to child.py's own frame and emits for it); reading the refe
 dir_fd or symlink (m03); running solutions/ (m04); an adapter to anything pagedlab computes
 attention with (m05); ex07 by a torch answer and a do-nothing kernel, or a forged JSON encoder
 (m06, m07); a table of check()'s public cases (m08); writing the installed package (m09);
-/proc of the grader: mem, environ, fd/1 (m10); blanking classmates found through /proc (m11);
+/proc of the grader: mem, environ, fd/1 (m10); copying and blanking classmates' notebooks
+found through /proc (m11);
 a daemon that outlives the run (m12); /dev/shm past the memory limit (m14); a 60,000-line cell
 (m16). New here: kill(-1) (m13), a flood of results (m15), symlinks for the root-run cleanup
 (m17), an orphan holding the pipes open (m18), another exercise's learner copy (m19: it held
@@ -204,7 +205,7 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
             pass
 """
 BLANK_OTHERS = """
-import glob, os
+import glob, json, os
 roots = {{{klass!r}}}
 for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
     try:
@@ -215,7 +216,15 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
 for root in roots:
     paths = [root] if root.endswith(".ipynb") else glob.glob(os.path.join(root, "**", "*.ipynb"), recursive=True)
     for path in paths:
-        try:
+        try:                             # copy a classmate's answer...
+            cells = json.load(open(path))["cells"]
+            print("ESCAPED: read", path)
+            for cell in cells:
+                if "class MyBlockManager" in "".join(cell["source"]):
+                    exec("".join(cell["source"]), globals())
+        except (OSError, ValueError):
+            pass
+        try:                             # ...and leave them nothing
             open(path, "w").close()
             print("ESCAPED: blanked", path)
         except OSError:

@@ -139,3 +139,29 @@ def test_a_run_that_died_gives_its_paths_back_to_the_next_one(tmp_path):
     os.chmod(folder, 0o700)                   # as the dead run left it
     locks.Registry(tmp_path).lock([])
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+@as_root
+@with_bwrap
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_an_instructor_without_root_still_gets_namespaces(python_for_others):
+    """Not root, but bubblewrap and user namespaces: each submission still runs in a view
+    without the reference (all as the instructor's own uid, so processes die with the
+    namespace rather than by uid)."""
+    import subprocess
+    from test_hostile_submissions import BLOCKS, READ_REFERENCE, ex01
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(folder, 0o755)
+        (folder / "ex01_block_manager.ipynb").write_text(json.dumps(ex01(READ_REFERENCE.format(blocks=str(BLOCKS)))))
+        shutil.copy(SOLUTION, folder / "ex01_solved.ipynb")
+        for path in folder.iterdir():
+            os.chmod(path, 0o644)
+        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--",
+                               "env", "HOME=/tmp", sys.executable, "-m", "pagedlab", "grade", str(folder)],
+                              capture_output=True, text=True, timeout=300, cwd="/tmp")
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # 6/12: the attack would have handed in the real BlockManager and scored 6 more
+    assert "total: 6/12 in 2 notebook(s)" in done.stdout and "(isolation: namespace)" in done.stdout

@@ -13,6 +13,7 @@ import json
 import random
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,9 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
     try:
         cells = module.cells(data) if hasattr(module, "cells") else notebook.code_cells(data)
     except judge.NotSolved as problem:
-        outcomes = [{"status": "not solved", "where": problem.where, "detail": str(problem)}] * len(cases)
-        return judge.report(module, cases, judge.expected_outputs(module, cases), outcomes, source=str(path),
-                            seconds=time.monotonic() - started, isolation=sandbox.mode)
+        outcome = {"status": "not solved", "where": problem.where, "detail": str(problem)}
+        return judge.report(module, cases, judge.expected_outputs(module, cases), [outcome] * len(cases),
+                            source=str(path), seconds=time.monotonic() - started, isolation=sandbox.mode)
     case_timeout = limits.case_timeout or exercise.case_timeout
     outcomes: dict[int, dict] = {}
     notes: list[str] = []
@@ -92,7 +93,8 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
     while remaining:
         workdir = sandbox.workdir(uid)
         process = sandbox.start(exercise.id, uid, workdir)
-        job = {"kind": "cells", "uid": uid, "gid": sandbox.gid(exercise.id), "cells": cells, "names": _names(module),
+        job = {"kind": "cells", "uid": uid, "gid": sandbox.gid(exercise.id), "cells": cells,
+               "names": _names(module),
                "cases": [{"index": i, "driver": cases[i].driver, "data": cases[i].data}
                          for i in remaining],
                "limits": {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds,
@@ -100,8 +102,8 @@ def grade_notebook(path: str | Path, limits: Limits | None = None, seed: int | N
                           "processes": limits.processes if uid in sandbox.uids else None}}
         lines = Lines(process.stdout, process.stderr, max(0, limits.output_bytes - len(output)),
                       process)
-        try:
-            _send(process, job)
+        try:     # from a thread: a process that never reads its job cannot block the grader
+            threading.Thread(target=_send, args=(process, job), daemon=True).start()
             if expected is None:    # while the sandbox starts (torch takes seconds to import)
                 expected = judge.expected_outputs(module, cases)
             remaining, used = _watch(lines, process, remaining, outcomes, notes, setup_left,

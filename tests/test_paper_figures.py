@@ -8,8 +8,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sharing():
-    """Lesson 04's Fig. 15 run: 600 Alpaca-like requests, block 16."""
-    requests = pl.workloads.alpaca_like(600, seed=0)
+    """Lesson 04's Fig. 15 run: 1,000 Alpaca-like requests, block 16."""
+    requests = pl.workloads.alpaca_like(1000, seed=0)
     return {(kind, size): pl.simulate(requests, pl.BlockManager(2048, 16),
                                       **{kind: size}).sharing_saving
             for kind in ("n", "beam_width") for size in (2, 6)}

@@ -25,6 +25,7 @@ _WHERE = {
     "usage_figure": "serving",
     "bandwidth_figure": "bandwidth",
     "bandwidth_png": "bandwidth",
+    "LatencyWidget": "latency", "latency_figure": "latency", "latency_table": "latency",
 }
 
 __all__ = list(_WHERE)

@@ -101,12 +101,14 @@ class ServingWidget(widgets.VBox):
         self.usage.description = f"pool {stats.usage:.0%}"
         self.status.value = (f"step <b>{stats.step}</b>: {stats.num_prefills} prefill, "
                              f"{stats.num_decodes} decode, {stats.num_preempted} preempted, "
-                             f"{stats.num_finished} finished; blocks used "
+                             f"{stats.num_finished} finished; blocks used during the step "
                              f"{stats.num_used_blocks} / {stats.num_used_blocks + stats.num_free_blocks}")
-        if self.engine.block_manager.sequences:  # keep the last full picture once all are done
-            self.pool.value = pool_html(self.engine.block_manager)
+        manager = self.engine.block_manager
+        if manager.sequences:  # keep the last full picture once all are done
+            self.pool.value = pool_html(manager)
         else:
-            self.status.value += " &mdash; every request is done and every block free again"
+            self.status.value += (f" &mdash; every request is done: {manager.num_used_blocks} / "
+                                  f"{manager.num_blocks} used now, every block free again")
 
     def generate(self) -> list[list[int]]:
         """Serve every prompt with a fresh engine; returns the new tokens of each prompt."""

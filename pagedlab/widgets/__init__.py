@@ -25,6 +25,9 @@ _WHERE = {
     "usage_figure": "serving",
     "bandwidth_figure": "bandwidth",
     "bandwidth_png": "bandwidth",
+    "paging_cost_figure": "bandwidth",
+    "paging_cost_png": "bandwidth",
+    "CapacityWidget": "capacity",
     "LatencyWidget": "latency", "latency_figure": "latency", "latency_table": "latency",
 }
 

@@ -13,12 +13,12 @@ from pagedlab.grading import command, isolation, learner_copy
 from pagedlab.grading.sandbox import IsolationUnavailable, Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_hostile_submissions import python_for_others  # noqa: E402,F401 (a fixture)
+from test_hostile_submissions import namespace_problem, python_for_others  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = ROOT / "solutions" / "ex01_block_manager.ipynb"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as in CI")
-with_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (make test)")
+with_bwrap = pytest.mark.skipif(namespace_problem() is not None, reason=str(namespace_problem()))
 
 
 def test_isolation_none_says_loudly_that_it_is_not_isolated(tmp_path, capsys):

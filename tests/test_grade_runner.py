@@ -5,8 +5,6 @@ Each test hands the grader an ex01 notebook (the solution or the unsolved exerci
 added, and checks the verdict of every case.
 """
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -24,8 +22,7 @@ FAST = Limits(case_timeout=3.0, setup_timeout=20.0)
 
 @pytest.fixture(scope="module")
 def sandbox():
-    mode = "namespace" if os.geteuid() == 0 and shutil.which("bwrap") else "auto"
-    with open_sandbox(mode, []) as box:
+    with open_sandbox("auto", []) as box:    # namespaces in CI; whatever works elsewhere
         yield box
 
 

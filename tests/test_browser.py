@@ -314,6 +314,16 @@ def _answers_05(page):
     eventually(text_of(out), lambda t: "2048 blocks" in t)
 
 
+def _answers_05b(page):
+    out = widget_output(page, "request rate")
+    image = out.locator("img").first
+    eventually(text_of(out), lambda t: "At 2.5 req/s, budget 512" in t, timeout_s=60)
+    before = image.get_attribute("src")
+    drag_slider(page, _slider(out, "request rate"), 1.0)
+    eventually(text_of(out), lambda t: "At 3.5 req/s" in t, timeout_s=60)
+    eventually(lambda: image.get_attribute("src"), lambda src: src != before)
+
+
 def _answers_07(page):
     out = widget_output(page, "splits")
     eventually(text_of(out), lambda t: "3 programs" in t)
@@ -333,6 +343,7 @@ WIDGET_LESSONS = {
     "00_start_here": _answers_00, "02_pages_and_block_tables": _answers_02,
     "04_sharing": _answers_04, "05_scheduling": _answers_05, "07_triton_kernel": _answers_07,
     "08_serving_a_model": _answers_08,
+    "05b_chunked_prefill_and_latency": _answers_05b,
 }
 
 

@@ -65,6 +65,7 @@ def test_under_load_chunked_prefill_lowers_p99_itl_and_pays_in_ttft(curves):
         whole, chunked = curves.at("paged", rate), curves.at("paged, chunked", rate)
         assert chunked.p99_itl < whole.p99_itl, rate
         assert chunked.mean_ttft > whole.mean_ttft, rate
+        assert chunked.preemptions > whole.preemptions, rate   # a chunk needs only its blocks
 
 
 def test_a_smaller_budget_caps_the_longest_step():

@@ -66,7 +66,8 @@ def _run_lesson(path, first_cell=None):
 
 
 CURRICULUM = ["00_start_here", "01_parking_garage", "02_pages_and_block_tables",
-              "03_where_memory_goes", "04_sharing", "05_scheduling", "06_attention_over_pages",
+              "03_where_memory_goes", "04_sharing", "05_scheduling", "05b_chunked_prefill_and_latency",
+              "06_attention_over_pages",
               "07_triton_kernel", "08_serving_a_model"]
 
 

@@ -58,9 +58,11 @@ class PuzzleResult:
     puzzle: str
     passed: bool
     message: str
+    ran: bool = True  # False where Triton is missing: the kernel was not launched
 
     def __repr__(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'} {self.puzzle}: {self.message}"
+        verdict = "PASS" if self.passed else "FAIL" if self.ran else "NOT RUN"
+        return f"{verdict} {self.puzzle}: {self.message}"
 
     def __bool__(self) -> bool:
         return self.passed
@@ -68,7 +70,8 @@ class PuzzleResult:
 
 def _without_triton(puzzle: str, torch_says: str) -> PuzzleResult:
     return PuzzleResult(puzzle, False, f"Triton is not installed here, so the kernel was not run "
-                                       f"(open the lesson in Colab to run it); {torch_says}")
+                                       f"(open the lesson in Colab to run it); {torch_says}",
+                        ran=False)
 
 
 # -- puzzle 1: a masked load and a masked store ----------------------------------------------------

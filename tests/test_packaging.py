@@ -114,6 +114,7 @@ def test_a_built_wheel_holds_every_module(tmp_path):
     expected = {f"pagedlab/{p.relative_to(ROOT / 'pagedlab').as_posix()}"
                 for p in (ROOT / "pagedlab").rglob("*.py")}
     expected |= {f"pagedlab/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.py")}
+    expected |= {"pagedlab/py.typed"}  # PEP 561: the type hints ship too
     assert expected <= names, sorted(expected - names)
 
 
@@ -126,3 +127,15 @@ def test_old_module_paths_still_import_the_moved_modules():
         assert importlib.import_module(f"pagedlab.{old}") is importlib.import_module(f"pagedlab.{new}")
     from pagedlab.simulator import simulate  # an instructor's notebook from the first version
     assert simulate is pagedlab.simulate
+
+
+def test_the_course_says_how_it_may_be_reused_and_cited():
+    license_text = (ROOT / "LICENSE").read_text()
+    assert "MIT License" in license_text and "CC BY 4.0" in license_text
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert "cff-version: 1.2.0" in citation
+    assert "Efficient Memory Management for Large Language Model Serving with PagedAttention" \
+        in citation and "SOSP" in citation
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
+    project = _pyproject()["project"]
+    assert {"Homepage", "Repository"} <= set(project["urls"]) and "license" in project

@@ -5,7 +5,7 @@ import math
 import pytest
 
 import pagedlab as pl
-from pagedlab.sim.curves import RATES, SYSTEMS, latency_curves, memory_for, serve
+from pagedlab.sim.curves import RATES, SYSTEMS, _serve, latency_curves, memory_for, serve
 
 # The paper (Sec. 6.2): vLLM sustains 1.7-2.7x the request rate of Orca (Oracle) and 2.7-8x that
 # of Orca (Max) at similar latency.
@@ -89,11 +89,13 @@ def test_one_request_takes_the_step_costs_the_lesson_adds_by_hand(system):
     assert result.normalized_latency == pytest.approx((ttft + sum(decodes)) / output)
 
 
-def test_the_results_are_cached():
-    before = serve.cache_info().hits
-    latency_curves(rates=(1.0,), num_requests=40, systems=("Orca (Max)",))
-    latency_curves(rates=(1.0,), num_requests=40, systems=("Orca (Max)",))
-    assert serve.cache_info().hits > before
+def test_the_results_are_cached_and_a_new_budget_reruns_only_the_chunked_system():
+    latency_curves(rates=(1.0,), num_requests=40, budget=256)
+    misses = _serve.cache_info().misses
+    latency_curves(rates=(1.0,), num_requests=40, budget=256)
+    assert _serve.cache_info().misses == misses
+    latency_curves(rates=(1.0,), num_requests=40, budget=128)
+    assert _serve.cache_info().misses == misses + 1
 
 
 def test_an_unknown_system_is_refused_by_name():

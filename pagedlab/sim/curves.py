@@ -86,16 +86,22 @@ def memory_for(system: str, pool_tokens: int = POOL_TOKENS, block_size: int = 16
     raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
 
 
-@functools.lru_cache(maxsize=512)
 def serve(system: str, rate: float, num_requests: int = 300, *, pool_tokens: int = POOL_TOKENS,
           budget: int = 512, block_size: int = 16, seed: int = 0,
           step_cost: StepCost = StepCost()) -> Point:
-    """Simulate one system at one rate (requests per second); cached."""
-    requests = sharegpt_like(num_requests, seed=seed, rate=rate)
+    """Simulate one system at one rate (requests per second); cached. ``budget`` is the token
+    budget of ``"paged, chunked"``; the other systems prefill whole prompts and ignore it."""
     chunked = system == "paged, chunked"
+    return _serve(system, float(rate), num_requests, pool_tokens,
+                  budget if chunked else WHOLE_PROMPT_BUDGET, block_size, seed, step_cost)
+
+
+@functools.lru_cache(maxsize=512)
+def _serve(system, rate, num_requests, pool_tokens, budget, block_size, seed, step_cost) -> Point:
+    requests = sharegpt_like(num_requests, seed=seed, rate=rate)
     result = simulate(requests, memory_for(system, pool_tokens, block_size), step_cost=step_cost,
-                      enable_chunked_prefill=chunked,
-                      max_num_batched_tokens=budget if chunked else WHOLE_PROMPT_BUDGET)
+                      enable_chunked_prefill=system == "paged, chunked",
+                      max_num_batched_tokens=budget)
     return Point(rate, result.normalized_latency, result.mean_ttft, result.p99_ttft,
                  result.mean_tpot, result.p99_itl, result.mean_batch_size, result.preemptions)
 

@@ -17,7 +17,7 @@ With a step cost the simulator keeps a clock in seconds: arrivals are in seconds
 token (TTFT: arrival to the end of the step that sampled the first token), time per output
 token (TPOT: the gaps between later tokens) and the paper's *normalized latency* (end-to-end
 latency divided by output length), and the 99th percentile of inter-token latency (the wait
-between two tokens of one answer). See notebooks/05_scheduling.ipynb.
+between two tokens of one answer). See notebooks/05b_chunked_prefill_and_latency.ipynb.
 """
 from __future__ import annotations
 

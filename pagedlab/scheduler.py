@@ -482,6 +482,9 @@ class Scheduler:
             budget = self.max_num_batched_tokens - out.num_batched_tokens
             if num_seqs + group.num_seqs_after_step > self.max_running_seqs or budget <= 0:
                 break
+            if not bm.enable_prefix_caching and \
+                    bm.num_free_blocks - reserved - bm.watermark_blocks <= 0:
+                break  # no room for even one block (only cache hits could need none)
             cached = [bm.cached_prefix_tokens(seq) for seq in group.seqs]
             chunks = self._chunks(group, budget, cached)
             if chunks is None and not self.enable_chunked_prefill and not out.num_batched_tokens:

@@ -331,6 +331,15 @@ def _answers_07(page):
     eventually(text_of(out), lambda t: "12 programs" in t and "4 split(s)" in t)
 
 
+def _answers_07b(page):
+    out = widget_output(page, "query tile")
+    eventually(text_of(out), lambda t: "10 programs" in t and "1 spare" in t)
+    out.locator(".widget-dropdown", has_text="batch").locator("select").select_option("decodes only")
+    eventually(text_of(out), lambda t: "3 programs" in t)
+    drag_slider(page, _slider(out, "KV heads"), 1.0)
+    eventually(text_of(out), lambda t: "12 programs" in t and "4 KV head(s)" in t)
+
+
 def _answers_08(page):
     out = widget_output(page, "Generate")
     eventually(text_of(out), lambda t: "done:" in t and "peak 24 of 24" in t, timeout_s=60)
@@ -344,6 +353,7 @@ WIDGET_LESSONS = {
     "04_sharing": _answers_04, "05_scheduling": _answers_05, "07_triton_kernel": _answers_07,
     "08_serving_a_model": _answers_08,
     "05b_chunked_prefill_and_latency": _answers_05b,
+    "07b_the_unified_kernel": _answers_07b,
 }
 
 
@@ -352,5 +362,5 @@ def test_every_other_lesson_widget_answers_in_the_browser(browser, lab, lesson):
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_and_run_all(browser, lab, f"{lesson}.ipynb")
     WIDGET_LESSONS[lesson](page)
-    page.screenshot(path=str(ARTIFACTS / f"lesson{lesson[:2]}_page.png"))
+    page.screenshot(path=str(ARTIFACTS / f"lesson{lesson.split('_')[0]}_page.png"))
     page.close()

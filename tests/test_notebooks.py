@@ -32,7 +32,8 @@ def test_lesson_runs_top_to_bottom_on_cpu_in_under_a_minute(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["06_attention_over_pages", "07_triton_kernel"])
+@pytest.mark.parametrize("name", ["06_attention_over_pages", "07_triton_kernel",
+                                  "07b_the_unified_kernel"])
 def test_kernel_lessons_run_where_triton_is_missing(name):
     # macOS and Windows have no Triton: the lessons explain and use the torch reference.
     hide_triton = "import sys\nsys.modules['triton'] = None  # as if Triton were not installed"
@@ -68,7 +69,7 @@ def _run_lesson(path, first_cell=None):
 CURRICULUM = ["00_start_here", "01_parking_garage", "02_pages_and_block_tables",
               "03_where_memory_goes", "04_sharing", "05_scheduling", "05b_chunked_prefill_and_latency",
               "06_attention_over_pages",
-              "07_triton_kernel", "08_serving_a_model"]
+              "07_triton_kernel", "07b_the_unified_kernel", "08_serving_a_model"]
 
 
 def test_all_nine_lessons_exist():

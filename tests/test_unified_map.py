@@ -55,7 +55,7 @@ def test_widget_controls_redraw_the_map():
     view.kv_heads.value = 2
     assert "<b>20 programs</b>" in view.map.value
     view.batch.value = "decodes only"
-    assert "<b>6 programs</b>" in view.map.value and "causal</br>" not in view.map.value
+    assert "<b>6 programs</b>" in view.map.value and "<br>causal" not in view.map.value
     view.query_tile.value = 16
     view.batch.value = "one whole prompt"
     assert "queries 0-15" in view.map.value and "causal" in view.map.value

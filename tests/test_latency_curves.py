@@ -51,6 +51,12 @@ def test_paged_sustains_the_paper_s_multiple_of_orca_s_rate(curves):
     assert low <= curves.knee("paged") / curves.knee("Orca (Max)") <= high
 
 
+def test_the_knee_moves_by_less_than_a_fifth_with_the_trace_length(curves):
+    for num_requests in (200, 500):
+        other = latency_curves(num_requests=num_requests, systems=("paged",))
+        assert other.knee("paged") == pytest.approx(curves.knee("paged"), rel=0.2), num_requests
+
+
 def test_below_the_knee_chunked_and_whole_prompts_give_the_same_latency(curves):
     knee = curves.knee("paged")
     for rate in (r for r in RATES if r < knee):

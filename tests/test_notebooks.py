@@ -67,12 +67,13 @@ def _run_lesson(path, first_cell=None):
 
 
 CURRICULUM = ["00_start_here", "01_parking_garage", "02_pages_and_block_tables",
-              "03_where_memory_goes", "04_sharing", "05_scheduling", "05b_chunked_prefill_and_latency",
+              "03_where_memory_goes", "03b_how_many_requests_fit", "04_sharing", "05_scheduling", "05b_chunked_prefill_and_latency",
               "06_attention_over_pages",
-              "07_triton_kernel", "07b_the_unified_kernel", "08_serving_a_model"]
+              "07_triton_kernel", "07b_the_unified_kernel", "08_serving_a_model",
+              "09_from_pagedlab_to_vllm"]
 
 
-def test_all_nine_lessons_exist():
+def test_every_lesson_of_the_curriculum_exists_in_order():
     assert [p.stem for p in LESSONS] == CURRICULUM
 
 

@@ -296,6 +296,15 @@ def _answers_02(page):
     eventually(text_of(out), lambda t: "block size 16:" in t)
 
 
+def _answers_03b(page):
+    out = widget_output(page, "tokens per request")
+    eventually(text_of(out), lambda t: "230.7 requests of 2,048 tokens" in t)
+    out.locator(".widget-dropdown", has_text="KV cache dtype").locator("select").select_option("fp8")
+    eventually(text_of(out), lambda t: "461.4 requests of 2,048 tokens" in t)
+    drag_slider(page, _slider(out, "tokens per request"), 0.0)
+    eventually(text_of(out), lambda t: "of 128 tokens" in t and "--max-num-seqs 256" in t)
+
+
 def _answers_04(page):
     out = widget_output(page, "Fork")
     eventually(text_of(out), lambda t: "Fork it to start" in t)
@@ -350,6 +359,7 @@ def _answers_08(page):
 
 WIDGET_LESSONS = {
     "00_start_here": _answers_00, "02_pages_and_block_tables": _answers_02,
+    "03b_how_many_requests_fit": _answers_03b,
     "04_sharing": _answers_04, "05_scheduling": _answers_05, "07_triton_kernel": _answers_07,
     "08_serving_a_model": _answers_08,
     "05b_chunked_prefill_and_latency": _answers_05b,

@@ -6,6 +6,7 @@ interpreter. Shapes stay tiny: in the interpreter each (program, loop step) cost
 Tolerances, kernel vs the fp32 reference rounded to the same dtype: fp32 1e-5; fp16 3e-3 (the GPU
 multiplies fp16 softmax weights by fp16 values); bf16 2e-2 (8 bits of mantissa).
 """
+import importlib.util
 import random
 
 import pytest
@@ -300,7 +301,8 @@ def test_bench_runs_a_tiny_version_without_a_gpu_and_writes_json_and_png(tmp_pat
     assert bench.main(["--out", str(tmp_path)]) == 0
     assert "No CUDA GPU" in capsys.readouterr().out
     (report,) = [json.loads(path.read_text()) for path in tmp_path.glob("*.json")]
-    assert len(list(tmp_path.glob("*.png"))) == 1
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert len(list(tmp_path.glob("*.png"))) == int(has_matplotlib)  # no plot, but no crash
     kernel_rows = [row for row in report["results"] if row["method"] == "paged kernel"]
     assert kernel_rows and all(row["max_abs_error"] < 3e-3 for row in kernel_rows)
     assert report["copy_bandwidth_GBps"] > 0

@@ -55,11 +55,12 @@ test: $(STAMP) chromium bubblewrap
 gpu-check:
 	$(if $(DRY_RUN),DRY_RUN=1 PYTHON=$(BIN)/python ,)bash benchmarks/gpu_check.sh
 
-# The ahead-of-time compile test again under Colab's Triton, in a venv of its own.
+# The ahead-of-time compile test again under Colab's Triton, in a venv of its own, and the
+# kernel tests in its interpreter (with the newest NumPy, as Colab has).
 COMPAT_TRITON ?= 3.6.0
 COMPAT_VENV   ?= build/venv-triton$(COMPAT_TRITON)
 COMPAT_STAMP  := $(COMPAT_VENV)/.pagedlab-installed
-COMPAT_TESTS  ?= tests/test_compile.py
+COMPAT_TESTS  ?= tests/test_compile.py tests/test_kernels.py
 
 $(COMPAT_STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)

@@ -33,6 +33,9 @@ def test_lesson_table_tokens_per_gib():
     assert cap.GiB // cap.kv_bytes_per_token("Llama-3-8B") == 1024 ** 3 // (128 * 1024) == 8192
     assert cap.GiB // cap.kv_bytes_per_token("OPT-13B") == 1310
     assert cap.kv_bytes_per_token("OPT-13B") / cap.kv_bytes_per_token("Llama-3-8B") == 6.25
+    assert round(cap.num_parameters("OPT-13B") / cap.num_parameters("Llama-3-8B"), 1) == 1.6
+    assert cap.kv_bytes_per_token("SmolLM2-135M") / cap.kv_bytes_per_token("GPT-2") \
+        == (30 * 3) / (12 * 12) == 0.625                       # "62% of what it costs in GPT-2"
 
 
 # -- weights ------------------------------------------------------------------------------

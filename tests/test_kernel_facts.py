@@ -48,3 +48,23 @@ def test_the_shipped_report_is_what_compile_report_makes_with_this_triton(tmp_pa
     assert sorted(map(key, kernel_facts.loop_facts(fresh))) == \
         sorted(map(key, kernel_facts.loop_facts(shipped))), \
         "the kernel or its launch changed: python -c 'from pagedlab import kernel_facts; kernel_facts.regenerate()'"
+
+
+def test_the_paging_cost_figure_draws_a_bar_per_gpu_and_block_size():
+    from pagedlab.widgets import paging_cost_figure, paging_cost_png
+
+    figure = paging_cost_figure(kernel_facts.loop_facts())
+    assert len(figure.axes[0].patches) == 2 * 4
+    assert "counts, not times" in figure.axes[0].get_title()
+    assert paging_cost_png(kernel_facts.loop_facts()).startswith(b"\x89PNG")
+
+
+def test_the_bandwidth_figure_calls_contiguous_sdpa_a_baseline():
+    from pagedlab.widgets import bandwidth_figure
+
+    rows = [{"batch": 8, "context": 512, "method": m, "GBps": g}
+            for m, g in (("paged kernel", 900.0), ("sdpa contiguous", 1000.0),
+                         ("gather + sdpa", 300.0))]
+    figure = bandwidth_figure({"results": rows, "copy_bandwidth_GBps": 2000.0, "device": "GPU"})
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "SDPA, contiguous K/V (baseline)" in labels and len(figure.axes[0].patches) == 3

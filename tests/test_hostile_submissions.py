@@ -21,6 +21,9 @@ a daemon that outlives the run (m12); /dev/shm past the memory limit (m14); a 60
 ex05's real BlockManager and was readable in uid mode, until each copy got its own group).
 The unwritable results path and the restarts' setup time are in test_grading.py and
 test_grade_runner.py.
+For ex08 (the chunked-prefill step), an answer that is the grader's own reference (m21) and
+one that rebuilds the step on pagedlab's Scheduler (m22): both pass check() in the learner's
+kernel, and score 0 where the learner copy leaves the scheduler and the grader out.
 """
 import hashlib
 import json
@@ -56,11 +59,12 @@ def namespace_problem() -> str | None:
 
 def notebook(base: Path, *cells: str, answer: str | None = None) -> dict:
     """Course notebook ``base`` with its answer cell replaced (``answer``) and ``cells`` added
-    after it. The answer cell defines MyBlockManager, or my_paged_attention."""
+    after it. The answer cell defines MyBlockManager, my_paged_attention or schedule_tokens."""
     data = json.loads(base.read_text())
     at = next(i for i, c in enumerate(data["cells"]) if c["cell_type"] == "code"
               and ("class MyBlockManager" in "".join(c["source"])
-                   or "def my_paged_attention" in "".join(c["source"])))
+                   or "def my_paged_attention" in "".join(c["source"])
+                   or "def schedule_tokens" in "".join(c["source"])))
     if answer is not None:
         data["cells"][at]["source"] = answer
     data["cells"][at + 1:at + 1] = [{"cell_type": "code", "metadata": {}, "execution_count": None,
@@ -149,6 +153,32 @@ def my_paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale=No
             print("ESCAPED: pagedlab's", function)
             return out
     raise RuntimeError("no pagedlab function computed it")
+"""
+GRADER_REFERENCE = """
+import pagedlab as pl
+from pagedlab.grading.ex08 import reference_schedule_tokens as schedule_tokens
+if schedule_tokens([], [pl.Sequence(1, [1, 2, 3])], 2, 4) == {1: 2}:
+    print("ESCAPED: the grader's own answer to ex08")
+"""
+SCHEDULER_ADAPTER = """
+import pagedlab as pl
+
+def schedule_tokens(running, waiting, max_num_batched_tokens, max_num_seqs):
+    \"\"\"pagedlab's own Scheduler, rebuilt for this one step (cache hits cut off the prompt).\"\"\"
+    bm = pl.BlockManager(4096, 4)
+    scheduler = pl.Scheduler(bm, max_num_seqs=max_num_seqs, enable_chunked_prefill=True,
+                             max_num_batched_tokens=max_num_batched_tokens)
+    print("ESCAPED: pagedlab's Scheduler")
+    for seq in running:
+        group = scheduler.add(pl.Sequence(seq.seq_id, seq.token_ids))
+        scheduler.waiting.remove(group)
+        bm.allocate(group.seqs[0], seq.num_computed_tokens)
+        group.seqs[0].status = pl.SequenceStatus.RUNNING
+        group.started = len(seq.token_ids) > seq.prompt_len
+        scheduler.running.append(group)
+    for seq in waiting:
+        scheduler.add(pl.Sequence(seq.seq_id, seq.token_ids[seq.num_cached_tokens:]))
+    return dict(scheduler.schedule().num_scheduled_tokens)
 """
 TORCH_ANSWER = """
 import math, torch
@@ -352,7 +382,7 @@ def lookup_table_answer() -> str:
 
 
 def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
-    ex06, ex07 = EXERCISES / STEM["ex06"], EXERCISES / STEM["ex07"]
+    ex06, ex07, ex08 = EXERCISES / STEM["ex06"], EXERCISES / STEM["ex07"], EXERCISES / STEM["ex08"]
     return {
         "m01_patch_drivers": ex01(PATCH_DRIVERS),
         "m02_forge_lines": ex01(FORGE_LINES),
@@ -377,6 +407,8 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
         "m18_orphan_holds_the_pipes": ex01(ORPHAN_HOLDS_THE_PIPES),
         "m19_another_exercises_copy": ex01(ANOTHER_EXERCISES_COPY),
         "m20_childs_own_frames": ex01(CHILDS_OWN_FRAMES),
+        "m21_ex08_grader_reference": notebook(ex08, answer=GRADER_REFERENCE),
+        "m22_ex08_scheduler_adapter": notebook(ex08, answer=SCHEDULER_ADAPTER),
     }
 
 
@@ -465,6 +497,7 @@ def run(request, tmp_path_factory, python_for_others):
 
 
 ATTACKS = sorted(attacks(Path("/k"), Path("/o"), Path("/c.csv")))
+FULL = 6 * len(STEM)          # alice's score: six cases per exercise
 
 
 def test_the_run_finishes_and_records_its_isolation(run):
@@ -475,8 +508,8 @@ def test_the_run_finishes_and_records_its_isolation(run):
 
 def test_solutions_keep_full_marks_and_unsolved_exercises_score_zero(run):
     results = run["results"]
-    assert results["alice"]["score"] == 42, results["alice"]["output"][:3000]
-    assert results["bob"]["score"] == 0 and len(results["bob"]["tests"]) == 42
+    assert results["alice"]["score"] == FULL, results["alice"]["output"][:3000]
+    assert results["bob"]["score"] == 0 and len(results["bob"]["tests"]) == FULL
     assert results["carol"]["score"] == 6
 
 
@@ -496,8 +529,8 @@ def test_no_notebook_of_the_class_and_no_file_of_pagedlab_changed(run):
 def test_results_are_untouched_after_the_run_and_no_sandbox_process_outlives_it(run):
     assert run["uids"] and run["left"] == [] and sandbox_processes(run["uids"]) == []
     alice = json.loads((run["out"] / "alice.json").read_text())
-    assert alice["score"] == 42
-    assert "alice,6,6,6,6,6,6,6,42,42" in run["csv"].read_text()
+    assert alice["score"] == FULL
+    assert ",".join(["alice"] + ["6"] * len(STEM) + [str(FULL)] * 2) in run["csv"].read_text()
 
 
 def test_nothing_forged_reaches_the_graders_own_output(run):
@@ -527,6 +560,13 @@ def test_an_ex07_torch_answer_with_a_dummy_kernel_computes_nothing(run):
     assert all("my_paged_decode_kernel" in t["output"] or "raised" in t["output"] for t in tests)
 
 
+def test_an_ex08_answer_through_pagedlabs_scheduler_finds_it_left_out(run):
+    for attack in ("m21_ex08_grader_reference", "m22_ex08_scheduler_adapter"):
+        tests = run["results"][attack]["tests"]
+        assert len(tests) == 6 and all("not available while ex08 is graded" in t["output"]
+                                       for t in tests), (attack, tests[0]["output"])
+
+
 def test_the_attacks_do_work_where_there_is_no_boundary():
     """Controls: in the learner's own kernel (check polices nothing) the adapter and the
     lookup table pass, so their zeros above come from the boundary and the fresh cases."""
@@ -535,3 +575,7 @@ def test_the_attacks_do_work_where_there_is_no_boundary():
         namespace: dict = {}
         exec(answer, namespace)
         assert pl.check("ex06", paged_attention=namespace["my_paged_attention"]).score == 6
+    for answer in (GRADER_REFERENCE, SCHEDULER_ADAPTER):
+        namespace = {}
+        exec(answer, namespace)
+        assert pl.check("ex08", schedule_tokens=namespace["schedule_tokens"]).score == 6

@@ -24,6 +24,7 @@ EXERCISE_MODULES = {
     "ex05": "pagedlab.grading.ex05",
     "ex06": "pagedlab.grading.ex06",
     "ex07": "pagedlab.grading.ex07",
+    "ex08": "pagedlab.grading.ex08",
 }
 
 
@@ -66,6 +67,7 @@ class Mismatch:
     where: str
     expected: str
     got: str
+    hint: str = ""        # the cause, when the judge can tell it (else the case's own hint)
 
 
 def exercise_ids() -> list[str]:

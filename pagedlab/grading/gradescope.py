@@ -52,7 +52,7 @@ SETUP_SH = """#!/usr/bin/env bash
 set -euo pipefail
 # bubblewrap gives each submission a namespace of its own; where the container cannot make
 # namespaces, pagedlab grade falls back to a uid of its own per submission (it runs as root).
-# No user to create: the sandboxes use uids 61000-61999 and groups 62001-62007 by number.
+# No user to create: the sandboxes use uids 61000-61999 and groups 62001-62015 by number.
 apt-get update -qq && apt-get install -y -qq python3 python3-pip python3-venv bubblewrap >/dev/null
 python3 -m venv /opt/pagedlab
 # torch's CPU wheel first, so pip does not pull a multi-gigabyte CUDA build.

@@ -51,6 +51,7 @@ def verdict(module: ModuleType, case: Case, expected: Any, outcome: dict) -> Cas
     if mismatch is None:
         return CaseResult(case.name, passed=True, hint=case.hint)
     result.where, result.expected, result.got = mismatch.where, mismatch.expected, mismatch.got
+    result.hint = mismatch.hint or case.hint
     return result
 
 

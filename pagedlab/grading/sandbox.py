@@ -38,8 +38,9 @@ from . import learner_copy, locks, reaper
 
 MODES = ("auto", "namespace", "uid", "none")
 FIRST_UID, UID_COUNT = 61000, 1000
-FIRST_GID = 62000        # + 1..7: the group of an exercise's sandboxes, the only one that may
-                         # read that exercise's learner copy (ex05's holds the real BlockManager)
+FIRST_GID = 62000        # + NN: the group of exNN's sandboxes, the only one that may read
+                         # that exercise's learner copy (ex05's holds the real BlockManager)
+GID_COUNT = 16           # exercise numbers 0..15
 HOME = "/home/student"               # the working folder, as a namespace sandbox sees it
 HERE = Path(__file__).resolve().parent
 UID_LOCKS = Path(tempfile.gettempdir()) / "pagedlab-grade-uids"   # one lock file per uid in use
@@ -51,8 +52,9 @@ class IsolationUnavailable(RuntimeError):
 
 def _free_uids() -> list[int]:
     taken = {entry.pw_uid for entry in pwd.getpwall()}
-    if {entry.gr_gid for entry in grp.getgrall()} & set(range(FIRST_GID, FIRST_GID + 8)):
-        raise IsolationUnavailable(f"groups {FIRST_GID}-{FIRST_GID + 7} exist on this machine: "
+    groups = range(FIRST_GID, FIRST_GID + GID_COUNT)
+    if {entry.gr_gid for entry in grp.getgrall()} & set(groups):
+        raise IsolationUnavailable(f"groups {groups[0]}-{groups[-1]} exist on this machine: "
                                    "the grader needs them free for its sandboxes")
     return [uid for uid in range(FIRST_UID, FIRST_UID + UID_COUNT) if uid not in taken]
 

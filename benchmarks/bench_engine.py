@@ -93,8 +93,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--scale", type=int, default=4,
                         help="divide ShareGPT prompt lengths by this")
     parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=512,
-                        help="the token budget per step with chunked prefill")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                        help="the token budget per step with chunked prefill (the engine's default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the figures to this file")

@@ -39,7 +39,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second")
     parser.add_argument("--budget", type=int, default=512, help="tokens per step, chunked")
     parser.add_argument("--num-blocks", type=int, default=3000,
-                        help="KV-cache blocks (3000 x 16 tokens ~ OPT-13B on an A100-40GB)")
+                        help="KV-cache blocks (3000 x 16 = 48k tokens: a roomy pool, about 38 GB of OPT-13B K/V)")
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")

@@ -98,3 +98,13 @@ def test_notebook_in_git_has_no_outputs_counts_or_widget_state(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [], f"cell {index} has outputs"
             assert cell.get("execution_count") is None, f"cell {index} has an execution count"
+
+
+def test_each_lesson_leads_to_the_next_one():
+    import re
+    order = [p.name for p in LESSONS]
+    for here, there in zip(order, order[1:]):
+        cells = json.loads((ROOT / "notebooks" / here).read_text(encoding="utf-8"))["cells"]
+        text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        assert re.search(rf"\]\({re.escape(there)}\)", text.split("## Summary")[-1]), \
+            f"{here} does not end by pointing to {there}"

@@ -13,15 +13,8 @@ VOCAB = 512
 NEW = 8  # new tokens per prompt
 LENGTHS = [1, 3, 4, 5, 8, 13, 16, 17, 30]  # around block boundaries of 4 and 16
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def hf_model():

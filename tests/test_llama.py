@@ -34,14 +34,7 @@ CASES = {
                                             head_dim=80, sliding_window=None)),
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def tiny_hf_model(model_type: str = "llama", seed: int = 0, **overrides):

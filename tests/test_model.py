@@ -12,15 +12,8 @@ from pagedlab.paged_batch import PagedBatch, paged_attention_torch  # noqa: E402
 
 VOCAB = 512
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def tiny_hf_model(seed: int = 0, **overrides):
     """A randomly initialised 2-layer GPT-2; a wide init keeps greedy choices far from ties."""

@@ -9,14 +9,7 @@ from pagedlab import break_it  # noqa: E402
 
 BLOCK_SIZE = 8  # prompts of 12-24 letters (14-26 tokens) span 2-4 blocks, answers 2-4 more
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a busy 2-core machine threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

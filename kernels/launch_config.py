@@ -106,7 +106,7 @@ def decode_programs_per_sm(capability: tuple[int, int], sixteen_bit: bool,
     wide = head_dim_pad > 128  # twice the registers per query row
     if capability >= (8, 0):
         if sixteen_bit:
-            return 4 if wide else 7
+            return 4 if wide else 6
         return 3 if wide else 4
     if sixteen_bit:  # a T4: no tensor cores, and 64 KB of shared memory per SM
         return 2 if wide else 4

@@ -23,7 +23,8 @@ The unwritable results path and the restarts' setup time are in test_grading.py 
 test_grade_runner.py.
 For ex08 (the chunked-prefill step), an answer that is the grader's own reference (m21) and
 one that rebuilds the step on pagedlab's Scheduler (m22): both pass check() in the learner's
-kernel, and score 0 where the learner copy leaves the scheduler and the grader out.
+kernel, and score 0 where the learner copy leaves the scheduler and the grader out; for ex10
+(the capacity arithmetic), an answer through pagedlab.capacity (m23), likewise.
 """
 import hashlib
 import json
@@ -59,12 +60,14 @@ def namespace_problem() -> str | None:
 
 def notebook(base: Path, *cells: str, answer: str | None = None) -> dict:
     """Course notebook ``base`` with its answer cell replaced (``answer``) and ``cells`` added
-    after it. The answer cell defines MyBlockManager, my_paged_attention or schedule_tokens."""
+    after it. The answer cell defines MyBlockManager, my_paged_attention, schedule_tokens or
+    kv_bytes_per_token."""
     data = json.loads(base.read_text())
     at = next(i for i, c in enumerate(data["cells"]) if c["cell_type"] == "code"
               and ("class MyBlockManager" in "".join(c["source"])
                    or "def my_paged_attention" in "".join(c["source"])
-                   or "def schedule_tokens" in "".join(c["source"])))
+                   or "def schedule_tokens" in "".join(c["source"])
+                   or "def kv_bytes_per_token" in "".join(c["source"])))
     if answer is not None:
         data["cells"][at]["source"] = answer
     data["cells"][at + 1:at + 1] = [{"cell_type": "code", "metadata": {}, "execution_count": None,
@@ -179,6 +182,21 @@ def schedule_tokens(running, waiting, max_num_batched_tokens, max_num_seqs):
     for seq in waiting:
         scheduler.add(pl.Sequence(seq.seq_id, seq.token_ids[seq.num_cached_tokens:]))
     return dict(scheduler.schedule().num_scheduled_tokens)
+"""
+CAPACITY_MODULE = """
+import pagedlab.capacity as cap
+DTYPE = {1: "fp8", 2: "auto", 4: "float32"}
+
+def kv_bytes_per_token(num_layers, num_heads, num_kv_heads, head_dim, dtype_bytes):
+    shape = cap.ModelShape("mine", "llama", num_layers, num_heads, num_kv_heads, head_dim,
+                           1, 1, 1, 1, False)
+    return cap.kv_bytes_per_token(shape, DTYPE[dtype_bytes])
+
+def num_kv_blocks(memory, utilization, weights, activations, bytes_per_token, block_size):
+    left = cap.kv_cache_bytes(memory, utilization, weights, activations)
+    return cap.num_kv_blocks(max(left, 0), bytes_per_token, block_size)
+
+max_concurrency = cap.max_concurrency
 """
 TORCH_ANSWER = """
 import math, torch
@@ -409,6 +427,7 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
         "m20_childs_own_frames": ex01(CHILDS_OWN_FRAMES),
         "m21_ex08_grader_reference": notebook(ex08, answer=GRADER_REFERENCE),
         "m22_ex08_scheduler_adapter": notebook(ex08, answer=SCHEDULER_ADAPTER),
+        "m23_ex10_capacity_module": notebook(EXERCISES / STEM["ex10"], answer=CAPACITY_MODULE),
     }
 
 
@@ -567,6 +586,12 @@ def test_an_ex08_answer_through_pagedlabs_scheduler_finds_it_left_out(run):
                                        for t in tests), (attack, tests[0]["output"])
 
 
+def test_an_ex10_answer_through_pagedlab_capacity_finds_it_left_out(run):
+    tests = run["results"]["m23_ex10_capacity_module"]["tests"]
+    assert len(tests) == 6 and all("not available while ex10 is graded" in t["output"]
+                                   for t in tests), tests[0]["output"]
+
+
 def test_the_attacks_do_work_where_there_is_no_boundary():
     """Controls: in the learner's own kernel (check polices nothing) the adapter and the
     lookup table pass, so their zeros above come from the boundary and the fresh cases."""
@@ -579,3 +604,7 @@ def test_the_attacks_do_work_where_there_is_no_boundary():
         namespace = {}
         exec(answer, namespace)
         assert pl.check("ex08", schedule_tokens=namespace["schedule_tokens"]).score == 6
+    namespace = {}
+    exec(CAPACITY_MODULE, namespace)
+    assert pl.check("ex10", **{name: namespace[name] for name in (
+        "kv_bytes_per_token", "num_kv_blocks", "max_concurrency")}).score == 6

@@ -283,6 +283,29 @@ def run_budget(objects: dict, data: dict) -> list[dict]:
     return steps
 
 
+# ------------------------------------------------------------------ ex10: capacity arithmetic
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ["not a number", short(repr(value), 80)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return ["not a number", repr(value)]
+    return value if isinstance(value, int) else float(value)
+
+
+def run_calls(objects: dict, data: dict) -> list:
+    """Call ``objects[name](*args)`` for each ``[name, args]`` of ``data["calls"]``; what each
+    returned (a number) or raised."""
+    results = []
+    for name, args in data["calls"]:
+        try:
+            results.append(_number(objects[name](*args)))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001
+            results.append(describe_error(error))
+    return results
+
+
 # ------------------------------------------------------------------ ex06, ex07: attention
 def _inputs(data: dict, device: str = "cpu") -> dict:
     import torch
@@ -338,4 +361,4 @@ def run_kernel(objects: dict, data: dict) -> dict:
 
 
 DRIVERS = {"run_script": run_script, "run_schedule": run_schedule, "run_budget": run_budget,
-           "run_attention": run_attention, "run_kernel": run_kernel}
+           "run_calls": run_calls, "run_attention": run_attention, "run_kernel": run_kernel}

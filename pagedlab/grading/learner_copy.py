@@ -22,6 +22,7 @@ KEPT = {
     "ex05": COMMON | {"blocks", "prefix_cache"},
     "ex06": ATTENTION_BASE, "ex07": ATTENTION_BASE,
     "ex08": COMMON,                   # the budget alone: no scheduler, no block manager
+    "ex10": COMMON,                   # plain arithmetic: no capacity module
 }
 
 STUB = '''"""pagedlab.{module} while {exercise} is graded: left out, so that the answer is your own."""

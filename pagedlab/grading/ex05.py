@@ -23,6 +23,12 @@ EXERCISE = Exercise(
 
 def reference_schedule_step(running, waiting, block_manager, max_num_seqs):
     """The grader's answer (never run in the sandbox). running/waiting: oldest first."""
+    return _schedule_step(running, waiting, block_manager, max_num_seqs)
+
+
+def _schedule_step(running, waiting, block_manager, max_num_seqs, mistake: str = ""):
+    """The reference, or with one typical ``mistake`` (a key of MISTAKES) to tell a learner's
+    step by."""
     bm, size = block_manager, block_manager.block_size
     growth = [1 if len(seq.token_ids) % size == 0 else 0 for seq in running]
     decodes, preempted, reserved = [], [], 0
@@ -31,6 +37,9 @@ def reference_schedule_step(running, waiting, block_manager, max_num_seqs):
         seq, need = running[lo], growth[lo]
         lo += 1
         while need > bm.num_free_blocks - reserved:
+            if mistake == "no preemption":
+                seq = None
+                break
             if lo < hi:
                 hi -= 1
                 victim = running[hi]
@@ -46,16 +55,92 @@ def reference_schedule_step(running, waiting, block_manager, max_num_seqs):
             decodes.append(seq)
             reserved += need
     prefills = []
-    if not preempted:
+    if not preempted or mistake == "admits after preempting":
+        watermark = 0 if mistake == "no watermark" else bm.watermark_blocks
+        cap = 1 << 30 if mistake == "no cap" else max_num_seqs
         for seq in waiting:
-            grow = 1 if len(seq.token_ids) % size == 0 else 0
-            if (len(decodes) + len(prefills) >= max_num_seqs
-                    or bm.blocks_needed(seq) + grow > bm.num_free_blocks - reserved - bm.watermark_blocks):
+            grow = 1 if len(seq.token_ids) % size == 0 and mistake != "no growth block" else 0
+            held = 0 if mistake == "reserved blocks admitted" else reserved
+            if (len(decodes) + len(prefills) >= cap
+                    or bm.blocks_needed(seq) + grow > bm.num_free_blocks - held - watermark):
+                if mistake == "skips a misfit":
+                    continue
                 break
             bm.allocate(seq)
             prefills.append(seq)
             reserved += grow
     return prefills, decodes, preempted
+
+
+MISTAKES = {   # what a learner's step shows, when it equals the reference's with this mistake
+    "admits after preempting": "Waiting requests were admitted in a step that preempted: the "
+                               "pool is short then, so nobody is admitted in that step.",
+    "no watermark": "The watermark was not kept: admission leaves block_manager.watermark_blocks "
+                    "free for the running sequences to grow into.",
+    "reserved blocks admitted": "A waiting request got blocks already promised to the running "
+                                "sequences' next tokens: admission may use only the free blocks "
+                                "not reserved for decodes.",
+    "no growth block": "An admitted prompt that exactly fills its blocks needs one more block for "
+                       "its first new token, and that block was not counted.",
+    "no cap": "The batch grew past max_num_seqs.",
+    "skips a misfit": "A request was admitted past an older one that did not fit: first come, "
+                      "first served stops at the first that does not fit.",
+    "no preemption": "A running sequence whose next token needs a block was dropped instead of "
+                     "making room: preempt the newest running sequence (recompute).",
+}
+
+
+def diagnose(data: dict, index: int, got: dict) -> str:
+    """The cause of a wrong step ``index``: the one mistake whose step equals the learner's, or,
+    when several would, the numbers of the first admission that did not fit. The earlier steps
+    agreed, so the reference's state before this step is the learner's."""
+    import copy
+    found: list[str] = []
+
+    def step_function(running, waiting, bm, max_num_seqs):
+        if calls[0] == index:
+            matches = [text for mistake, text in MISTAKES.items()
+                       if _makes(copy.deepcopy((running, waiting, bm)), max_num_seqs, mistake, got)]
+            if len(matches) == 1:
+                found.append(matches[0])
+            elif matches:
+                found.append(_admission_account(copy.deepcopy((running, waiting, bm)),
+                                                max_num_seqs, got))
+        calls[0] += 1
+        return reference_schedule_step(running, waiting, bm, max_num_seqs)
+    calls = [0]
+    run_schedule({"schedule_step": step_function}, data)
+    return found[0] if found else ""
+
+
+def _makes(state, max_num_seqs: int, mistake: str, got: dict) -> bool:
+    """Whether the reference with ``mistake`` makes the learner's step from this state."""
+    try:
+        out = _schedule_step(*state, max_num_seqs, mistake)
+    except Exception:  # noqa: BLE001 - that mistake cannot make this step
+        return False
+    return (all([seq.seq_id for seq in seqs] == got.get(key)
+                for key, seqs in zip(("prefills", "decodes", "preempted"), out))
+            and state[2].num_free_blocks == got.get("free"))
+
+
+def _admission_account(state, max_num_seqs: int, got: dict) -> str:
+    """The blocks at the first admission the learner made and the reference would not."""
+    running, waiting, bm = state
+    prefills, decodes, preempted = reference_schedule_step(running, waiting, bm, max_num_seqs)
+    size = bm.block_size
+    reserved = sum(1 for seq in decodes + prefills if len(seq.token_ids) % size == 0)
+    extra = [seq for seq in waiting if seq.seq_id in (got.get("prefills") or [])
+             and seq not in prefills]
+    if preempted or not extra:
+        return ""
+    seq = extra[0]
+    grow = 1 if len(seq.token_ids) % size == 0 else 0
+    return (f"Request {seq.seq_id} was admitted needing {bm.blocks_needed(seq)} block(s)"
+            + (" plus 1 for its first new token" if grow else "")
+            + f", when {bm.num_free_blocks} were free: {reserved} of them promised to the next "
+            f"tokens of sequences already in this step, and {bm.watermark_blocks} kept back as "
+            "the watermark.")
 
 
 def compare(case: Case, expected, got):
@@ -72,7 +157,8 @@ def compare(case: Case, expected, got):
         for key in ("preempted", "decodes", "prefills", "free"):
             if have.get(key) != want.get(key):
                 label = "num_free_blocks after the step" if key == "free" else f"{key} (seq ids)"
-                return Mismatch(f"{where}: {label}", short(want.get(key)), short(have.get(key)))
+                return Mismatch(f"{where}: {label}", short(want.get(key)), short(have.get(key)),
+                                hint=diagnose(case.data, index, have))
     if len(got) > len(expected):
         return Mismatch(f"step {len(expected)}", "every request finished", short(got[len(expected)]))
     return None
@@ -115,13 +201,7 @@ def _capped(data: dict) -> bool:
 
 def _admits_after_preempting(running, waiting, bm, max_num_seqs):
     """The typical mistake of case 4: admitting waiting requests in a step that preempted."""
-    prefills, decodes, preempted = reference_schedule_step(running, waiting, bm, max_num_seqs)
-    for seq in waiting if preempted else []:
-        if len(decodes) + len(prefills) >= max_num_seqs or not bm.can_allocate(seq):
-            break
-        bm.allocate(seq)
-        prefills.append(seq)
-    return prefills, decodes, preempted
+    return _schedule_step(running, waiting, bm, max_num_seqs, "admits after preempting")
 
 
 def _admission_matters(data: dict) -> bool:

@@ -409,27 +409,29 @@ def _fmt_constexprs(row: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The report as the tables lesson 07 shows."""
-    lines = [f"# Compiled kernels: registers and shared memory per program", "",
+    """The report as lesson 07 shows it: a summary per kernel and GPU, the decode loop on each
+    GPU, then every configuration compiled."""
+    lines = ["# Compiled kernels: registers and shared memory per program", "",
              f"Triton {report['triton']}, compiled ahead of time on a machine without a GPU by "
              f"`python -m pagedlab.tools.compile_report{' --full' if report['full'] else ''}` "
              f"({report['compiled']} of {report['launches_recorded']} configurations the package "
              f"launches; {report['seconds']} s). A spill means registers ran out and values went "
              f"to slow local memory; programs/SM is how many run at once on one SM.", "",
-             "| kernel | GPU | dtype | warps | stages | registers | spill B | shared B | "
-             "programs/SM | configuration |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in sorted(report["rows"], key=lambda r: (r["kernel"], r["arch"], r["dtype"],
-                                                     _fmt_constexprs(r))):
-        if "registers" not in row:
-            lines.append(f"| {row['kernel']} | {row['arch']} | {row['dtype']} | "
-                         f"{row['num_warps']} | {row['num_stages']} | - | - | - | - | "
-                         f"{_fmt_constexprs(row)} **{row['error'][:120]}** |")
+             "## Summary", "",
+             "| kernel | GPU | configurations | registers | spill B (max) | shared B (max) | "
+             "programs/SM (min) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple, list] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["kernel"], row["arch"]), []).append(row)
+    for (kernel, arch), rows in sorted(groups.items()):
+        ok = [r for r in rows if "registers" in r]
+        if not ok:
+            lines.append(f"| {kernel} | {arch} | {len(rows)} | compile failed | | | |")
             continue
-        lines.append(f"| {row['kernel']} | {row['arch']} | {row['dtype']} | {row['num_warps']} | "
-                     f"{row['num_stages']} | {row['registers']} | {row['stack']} | "
-                     f"{row['shared']} | {row['programs_per_sm']} | {_fmt_constexprs(row)}"
-                     f"{' **' + row['error'] + '**' if 'error' in row else ''} |")
+        registers = sorted(r["registers"] for r in ok)
+        lines.append(f"| {kernel} | {arch} | {len(rows)} | {registers[0]}-{registers[-1]} | "
+                     f"{max(r['stack'] for r in ok)} | {max(r['shared'] for r in ok)} of "
+                     f"{ok[0]['shared_limit']} | {min(r['programs_per_sm'] for r in ok)} |")
     for row in report["rows"]:
         if "inner_loop" not in row or row["workload"].get("model") != SHOWCASE["model"]:
             continue
@@ -442,7 +444,27 @@ def markdown(report: dict) -> str:
                   "| what | instructions |", "| --- | --- |"]
         lines += [f"| {name} | {count} |" for name, count in loop["mix"].items()]
         lines += ["", "```", *loop["excerpt"], "```"]
+    lines += ["", "## Every configuration compiled", "",
+              "| kernel | GPU | dtype | warps | stages | registers | spill B | shared B | "
+              "programs/SM | configuration |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted(report["rows"], key=lambda r: (r["kernel"], r["arch"], r["dtype"],
+                                                     _fmt_constexprs(r))):
+        if "registers" not in row:
+            lines.append(f"| {row['kernel']} | {row['arch']} | {row['dtype']} | "
+                         f"{row['num_warps']} | {row['num_stages']} | - | - | - | - | "
+                         f"{_fmt_constexprs(row)} **{row['error'][:120]}** |")
+            continue
+        lines.append(f"| {row['kernel']} | {row['arch']} | {row['dtype']} | {row['num_warps']} | "
+                     f"{row['num_stages']} | {row['registers']} | {row['stack']} | "
+                     f"{row['shared']} | {row['programs_per_sm']} | {_fmt_constexprs(row)}"
+                     f"{' **' + row['error'] + '**' if 'error' in row else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def rerender(json_path: str | Path) -> str:
+    """The markdown of a report written before (``compile_table.json``), without compiling."""
+    return markdown(json.loads(Path(json_path).read_text()))
 
 
 def failures(report: dict) -> list[str]:

@@ -275,11 +275,13 @@ def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: i
         rows = max(group_rows, min(64, triton.next_power_of_2(max_query_len * queries_per_kv)))
         return UnifiedLaunch(query_tile=rows // queries_per_kv, rows=rows, kv_tile=64,
                              num_warps=4, num_stages=1, num_splits=1)
-    # Registers per (row, head dim) element: 1 for fp16/bf16 up to 128 dims, 2 or 4 beyond.
+    # How much smaller than fp16/bf16 up to 128 dims on sm_80+ the tiles must be not to spill
+    # (tests/test_compile.py: fp32 products are FMAs, head dims over 128 twice the registers per
+    # row, and a T4 has no tensor cores: 16 x 16 everywhere there).
     wide = head_dim_pad > 128
-    weight = (2 if dtype == torch.float32 else 1) * (2 if wide else 1)
+    weight = (4 if dtype == torch.float32 else 1) * (2 if wide else 1)
     if capability < (8, 0):
-        weight *= 2
+        weight *= 4
     decode_like = max_query_len * queries_per_kv <= group_rows
     rows = group_rows if decode_like else max(group_rows, 64 // weight)
     kv_tile = max(16, 64 // weight)
@@ -290,10 +292,10 @@ def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: i
                                 math.ceil(max_context_len / 512), 64))
     # 8 warps share the work of a tall tile, which with head dims up to 128 then fits the
     # registers. fp32 has two measured exceptions that spill with 4 warps (ahead-of-time compile,
-    # Triton 3.9): split decodes on sm_90, and head dims over 128 unsplit on sm_80.
+    # Triton 3.6 and 3.9): head dims up to 128 from sm_80, and over 128 unsplit on sm_80.
     tall = not decode_like and not wide
     fp32_exception = dtype == torch.float32 and (
-        (capability >= (9, 0) and num_splits > 1)
+        (capability >= (8, 0) and not wide)
         or (capability[0] == 8 and wide and num_splits == 1))
     num_warps = 8 if tall or fp32_exception else 4
     num_stages = 1 if wide else 2

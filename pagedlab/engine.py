@@ -240,7 +240,7 @@ class LLMEngine:
             query_lens.append(end - start)
             row_of[seq.seq_id] = len(input_ids) - 1  # its last new token
         written = [slot for slot in slots if slot >= 0]  # checked once here, not per layer
-        if len(set(written)) != len(written) or not all(0 <= s < self.pool_tokens for s in written):
+        if len(set(written)) != len(written) or (written and max(written) >= self.pool_tokens):
             raise PagedLabError("the block manager named a slot twice or outside the pool: a bug, "
                                 "please report it")  # pragma: no cover
         context_lens = [seq.num_computed_tokens for seq in out.scheduled]

@@ -415,7 +415,7 @@ def markdown(report: dict) -> str:
              f"Triton {report['triton']}, compiled ahead of time on a machine without a GPU by "
              f"`python -m pagedlab.tools.compile_report{' --full' if report['full'] else ''}` "
              f"({report['compiled']} of {report['launches_recorded']} configurations the package "
-             f"launches; {report['seconds']} s). A spill means registers ran out and values went "
+             f"launches). A spill means registers ran out and values went "
              f"to slow local memory; programs/SM is how many run at once on one SM.", "",
              "## Summary", "",
              "| kernel | GPU | configurations | registers | spill B (max) | shared B (max) | "

@@ -24,7 +24,8 @@ test_grade_runner.py.
 For ex08 (the chunked-prefill step), an answer that is the grader's own reference (m21) and
 one that rebuilds the step on pagedlab's Scheduler (m22): both pass check() in the learner's
 kernel, and score 0 where the learner copy leaves the scheduler and the grader out; for ex10
-(the capacity arithmetic), an answer through pagedlab.capacity (m23), likewise.
+(the capacity arithmetic), an answer through pagedlab.capacity (m23), likewise; for ex09 (the
+unified kernel), a torch answer beside a do-nothing kernel (m24), as m06 for ex07.
 """
 import hashlib
 import json
@@ -60,14 +61,15 @@ def namespace_problem() -> str | None:
 
 def notebook(base: Path, *cells: str, answer: str | None = None) -> dict:
     """Course notebook ``base`` with its answer cell replaced (``answer``) and ``cells`` added
-    after it. The answer cell defines MyBlockManager, my_paged_attention, schedule_tokens or
-    kv_bytes_per_token."""
+    after it. The answer cell defines MyBlockManager, my_paged_attention, schedule_tokens,
+    kv_bytes_per_token or my_unified_kernel."""
     data = json.loads(base.read_text())
     at = next(i for i, c in enumerate(data["cells"]) if c["cell_type"] == "code"
               and ("class MyBlockManager" in "".join(c["source"])
                    or "def my_paged_attention" in "".join(c["source"])
                    or "def schedule_tokens" in "".join(c["source"])
-                   or "def kv_bytes_per_token" in "".join(c["source"])))
+                   or "def kv_bytes_per_token" in "".join(c["source"])
+                   or "def my_unified_kernel" in "".join(c["source"])))
     if answer is not None:
         data["cells"][at]["source"] = answer
     data["cells"][at + 1:at + 1] = [{"cell_type": "code", "metadata": {}, "execution_count": None,
@@ -197,6 +199,20 @@ def num_kv_blocks(memory, utilization, weights, activations, bytes_per_token, bl
     return cap.num_kv_blocks(max(left, 0), bytes_per_token, block_size)
 
 max_concurrency = cap.max_concurrency
+"""
+UNIFIED_TORCH_ANSWER = """
+import triton
+import triton.language as tl
+import pagedlab as pl
+
+@triton.jit
+def my_unified_kernel(out_ptr):
+    tl.store(out_ptr, 1.0)
+
+def my_unified_attention(q, k_cache, v_cache, block_tables, context_lens, query_lens, scale=None):
+    out = pl.paged_prefill_reference(q, k_cache, v_cache, block_tables, context_lens, query_lens, scale)
+    my_unified_kernel[(1,)](out)    # launched "with the result"
+    return out
 """
 TORCH_ANSWER = """
 import math, torch
@@ -428,6 +444,7 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
         "m21_ex08_grader_reference": notebook(ex08, answer=GRADER_REFERENCE),
         "m22_ex08_scheduler_adapter": notebook(ex08, answer=SCHEDULER_ADAPTER),
         "m23_ex10_capacity_module": notebook(EXERCISES / STEM["ex10"], answer=CAPACITY_MODULE),
+        "m24_ex09_torch_and_dummy_kernel": notebook(EXERCISES / STEM["ex09"], answer=UNIFIED_TORCH_ANSWER),
     }
 
 
@@ -589,6 +606,12 @@ def test_an_ex08_answer_through_pagedlabs_scheduler_finds_it_left_out(run):
 def test_an_ex10_answer_through_pagedlab_capacity_finds_it_left_out(run):
     tests = run["results"]["m23_ex10_capacity_module"]["tests"]
     assert len(tests) == 6 and all("not available while ex10 is graded" in t["output"]
+                                   for t in tests), tests[0]["output"]
+
+
+def test_an_ex09_torch_answer_with_a_dummy_kernel_computes_nothing(run):
+    tests = run["results"]["m24_ex09_torch_and_dummy_kernel"]["tests"]
+    assert len(tests) == 6 and all("my_unified_kernel" in t["output"] or "raised" in t["output"]
                                    for t in tests), tests[0]["output"]
 
 

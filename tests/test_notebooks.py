@@ -84,7 +84,8 @@ def test_lesson_points_to_its_exercise_and_ends_with_a_summary(path):
     exercises = {"01": ["ex01_block_manager"], "02": ["ex02_append_and_slots"],
                  "04": ["ex03_copy_on_write", "ex04_prefix_cache"], "05": ["ex05_scheduler_step"],
                  "03b": ["ex10_capacity_arithmetic"], "05b": ["ex08_chunked_prefill_step"],
-                 "06": ["ex06_paged_attention_torch"], "07": ["ex07_triton_kernel"]}
+                 "06": ["ex06_paged_attention_torch"], "07": ["ex07_triton_kernel"],
+                 "07b": ["ex09_unified_kernel"]}
     for name in exercises.get(path.stem.split("_")[0], []):
         assert name in text, f"{path.name} does not point to {name}"
     assert "## Summary" in "".join(cells[-1]["source"]) or "## Summary" in text

@@ -360,5 +360,37 @@ def run_kernel(objects: dict, data: dict) -> dict:
     return _values(out)
 
 
+def run_prefill(objects: dict, data: dict) -> dict:
+    """Call ``paged_attention(q, k_cache, v_cache, block_tables, context_lens, query_lens,
+    scale)`` on a packed step (``q``: every sequence's new tokens, one after another)."""
+    return _values(objects["paged_attention"](**_inputs(data), query_lens=data["query_lens"],
+                                              scale=data["scale"]))
+
+
+def run_unified_kernel(objects: dict, data: dict) -> dict:
+    """Launch the learner's ``@triton.jit`` unified kernel on buffers allocated here; read what
+    it wrote. The arguments and the grid (sequence, query tile, query head) follow the kernel's
+    signature in exercises/ex09_unified_kernel.ipynb; the output starts as NaN."""
+    import torch
+    kernel = objects["kernel"]
+    device = _kernel_device()
+    t = _inputs(data, device)
+    q, k_cache, v_cache, tables = t["q"], t["k_cache"], t["v_cache"], t["block_tables"]
+    num_tokens, num_heads, head_dim = q.shape                    # (T, H, D)
+    _, block_size, num_kv_heads, _ = k_cache.shape               # (N, B, KV, D)
+    query_lens, tile = data["query_lens"], data["query_tile"]
+    starts = torch.tensor([0] + list(query_lens), dtype=torch.int32).cumsum(0).to(torch.int32)
+    scale = 1.0 / math.sqrt(head_dim) if data["scale"] is None else data["scale"]
+    out = torch.full_like(q, float("nan"))                       # (T, H, D)
+    kernel[(len(query_lens), -(-max(query_lens) // tile), num_heads)](
+        out, q, k_cache, v_cache, tables, t["context_lens"], starts.to(device), scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        tables.stride(0), out.stride(0), out.stride(1),
+        QUERIES_PER_KV=num_heads // num_kv_heads, QUERY_TILE=tile, HEAD_DIM=head_dim,
+        BLOCK_SIZE=block_size)
+    return _values(out)
+
+
 DRIVERS = {"run_script": run_script, "run_schedule": run_schedule, "run_budget": run_budget,
-           "run_calls": run_calls, "run_attention": run_attention, "run_kernel": run_kernel}
+           "run_calls": run_calls, "run_attention": run_attention, "run_kernel": run_kernel,
+           "run_prefill": run_prefill, "run_unified_kernel": run_unified_kernel}

@@ -25,6 +25,7 @@ EXERCISE_MODULES = {
     "ex06": "pagedlab.grading.ex06",
     "ex07": "pagedlab.grading.ex07",
     "ex08": "pagedlab.grading.ex08",
+    "ex09": "pagedlab.grading.ex09",
     "ex10": "pagedlab.grading.ex10",
 }
 

@@ -34,9 +34,9 @@ def _is_triton(node: ast.expr) -> bool:
             and node.value.id == "triton" and node.attr in ("jit", "autotune", "heuristics"))
 
 
-def _launches(function: ast.FunctionDef) -> bool:
+def _launches(function: ast.FunctionDef, kernel: str = KERNEL) -> bool:
     return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript)
-               and isinstance(node.func.value, ast.Name) and node.func.value.id == KERNEL
+               and isinstance(node.func.value, ast.Name) and node.func.value.id == kernel
                for node in ast.walk(function))
 
 
@@ -47,21 +47,27 @@ def body_problem(kernel: ast.FunctionDef) -> str | None:
     own |= {node.id for node in ast.walk(kernel) if isinstance(node, ast.Name)
             and isinstance(node.ctx, ast.Store)}
     allowed = own | BUILTINS | {"tl", "triton"}
+    # After a raise in the body itself (an exercise's stub) nothing runs: names there are not
+    # looked up, so a stub whose later code uses names its missing part defines is not refused.
+    raises = [i for i, statement in enumerate(kernel.body) if isinstance(statement, ast.Raise)]
+    dead = {id(node) for statement in kernel.body[raises[0] + 1:] for node in ast.walk(statement)} \
+        if raises else set()
     for node in ast.walk(kernel):
         if node is not kernel and isinstance(node, (*REFUSED, ast.FunctionDef)):
             return f"{type(node).__name__.lower()} (line {node.lineno})"
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             return f"the attribute .{node.attr} (line {node.lineno})"
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
-                and node.id not in allowed:
+                and node.id not in allowed and id(node) not in dead:
             return f"{node.id}, defined outside the kernel (line {node.lineno})"
     return None
 
 
-def kernel_cells(cells: list[tuple[int, str]]) -> list[tuple[str, str]]:
-    """The cells the sandbox runs for ex07: Triton's imports, then the kernel alone (on its own
-    line numbers). Raises :class:`NotSolved` with the reason when the notebook has no such
-    kernel, or its wrapper does not launch it."""
+def kernel_cells(cells: list[tuple[int, str]], kernel_name: str = KERNEL,
+                 wrapper_name: str = WRAPPER) -> list[tuple[str, str]]:
+    """The cells the sandbox runs for ex07 (or ex09, with its names): Triton's imports, then the
+    kernel alone (on its own line numbers). Raises :class:`NotSolved` with the reason when the
+    notebook has no such kernel, or its wrapper does not launch it."""
     kernel = wrapper = None
     for number, text in cells:
         try:
@@ -69,21 +75,21 @@ def kernel_cells(cells: list[tuple[int, str]]) -> list[tuple[str, str]]:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name == KERNEL:
+            if isinstance(node, ast.FunctionDef) and node.name == kernel_name:
                 kernel = (number, text, node)
-            elif isinstance(node, ast.FunctionDef) and node.name == WRAPPER:
+            elif isinstance(node, ast.FunctionDef) and node.name == wrapper_name:
                 wrapper = node
-    launch = f"{WRAPPER} must launch your Triton kernel {KERNEL}"
+    launch = f"{wrapper_name} must launch your Triton kernel {kernel_name}"
     if kernel is None:
-        raise NotSolved("the kernel", f"the notebook defines no {KERNEL}: {launch}")
+        raise NotSolved("the kernel", f"the notebook defines no {kernel_name}: {launch}")
     number, text, node = kernel
     if not node.decorator_list or not all(map(_is_triton, node.decorator_list)):
-        raise NotSolved("the kernel", f"{KERNEL} is not a @triton.jit kernel: {launch}")
-    if wrapper is None or not _launches(wrapper):
-        raise NotSolved("the wrapper", f"{launch} as {KERNEL}[grid](...)")
+        raise NotSolved("the kernel", f"{kernel_name} is not a @triton.jit kernel: {launch}")
+    if wrapper is None or not _launches(wrapper, kernel_name):
+        raise NotSolved("the wrapper", f"{launch} as {kernel_name}[grid](...)")
     problem = body_problem(node)
     if problem:
-        raise NotSolved("the kernel", f"{KERNEL} uses {problem}: the grader runs the kernel "
+        raise NotSolved("the kernel", f"{kernel_name} uses {problem}: the grader runs the kernel "
                         "on its own, so it may use only its arguments, tl and triton")
     first = node.decorator_list[0].lineno
     lines = text.split("\n")[first - 1:node.end_lineno]

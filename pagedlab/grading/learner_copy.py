@@ -21,6 +21,7 @@ KEPT = {
     "ex01": COMMON, "ex02": COMMON, "ex03": COMMON, "ex04": COMMON,
     "ex05": COMMON | {"blocks", "prefix_cache"},
     "ex06": ATTENTION_BASE, "ex07": ATTENTION_BASE,
+    "ex09": ATTENTION_BASE,
     "ex08": COMMON,                   # the budget alone: no scheduler, no block manager
     "ex10": COMMON,                   # plain arithmetic: no capacity module
 }

@@ -74,8 +74,9 @@ class PagedBatch:
 
     @functools.cached_property
     def buckets(self) -> list[tuple[torch.Tensor, ...]]:
-        """The sequences sorted by length in buckets of ``BUCKET``, so that padding each bucket to
-        its longest sequence wastes little. Made once per step, shared by every layer.
+        """The sequences sorted by new tokens, then context length, in buckets of ``BUCKET``, so
+        that padding each bucket to its longest wastes little. Made once per step, shared by
+        every layer.
 
         Per bucket of s sequences with n new tokens: tokens (n,) their rows in the packed batch;
         seq_of (n,), row (n,) where each sits in the padded (s, T) grid; visible (s, T, L) the
@@ -83,7 +84,8 @@ class PagedBatch:
         """
         device, lens = self.input_ids.device, self.context_lens.tolist()
         starts = [0, *itertools.accumulate(self.query_lens)]  # first packed row of each sequence
-        order = sorted(range(len(lens)), key=lens.__getitem__)
+        # decodes with decodes, prompt chunks with chunks: padding to a bucket's longest wastes little
+        order = sorted(range(len(lens)), key=lambda i: (self.query_lens[i], lens[i]))
         buckets = []
         for first in range(0, len(order), BUCKET):
             seqs = order[first:first + BUCKET]

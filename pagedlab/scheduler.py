@@ -203,10 +203,15 @@ class Scheduler:
                                 f"most {self.max_running_seqs} run at once (max_num_seqs="
                                 f"{self.max_num_seqs}, max_num_batched_tokens="
                                 f"{self.max_num_batched_tokens}): raise them")
-        if len(seq.token_ids) > self.max_num_batched_tokens and not self.enable_chunked_prefill:
-            raise InvalidConfig(f"prompt of {len(seq.token_ids)} tokens exceeds "
+        # Without chunks a request preempted by recompute is prefilled whole again, prompt and
+        # outputs: all of it must fit one step's budget (vLLM V0 asked for a budget of at least
+        # the model's length).
+        longest = len(seq.token_ids) + (max_new_tokens or 0)
+        if longest > self.max_num_batched_tokens and not self.enable_chunked_prefill:
+            raise InvalidConfig(f"a prompt of {len(seq.token_ids)} tokens with max_new_tokens="
+                                f"{max_new_tokens} may need {longest} tokens in one step, over "
                                 f"max_num_batched_tokens={self.max_num_batched_tokens}: raise it, "
-                                "or enable_chunked_prefill=True to prefill it in chunks")
+                                "or enable_chunked_prefill=True to prefill in chunks")
         self._check_fits(group, self._blocks_to_admit(group, cache_hits=False))
         if max_new_tokens is not None:
             self._check_fits(group, group.blocks_at_end(self.block_manager.block_size), grow=True)
@@ -221,16 +226,17 @@ class Scheduler:
         return self._groups[seq_id]
 
     # ------------------------------------------------------------------ blocks
-    def _blocks_to_grow(self, group: SequenceGroup, on_gpu: bool = False) -> int:
+    def _blocks_to_grow(self, group: SequenceGroup) -> int:
         """Most blocks the group's next token can take (net of the beams it drops).
 
-        A sequence whose last block is full (or shared) needs a new one. A fork needs a copy of
-        its parent's partly filled last block, but each dropped beam first frees its own last
-        block, so forking only adds room for the sequences the group may grow by.
+        A sequence whose last block is full needs a new one. (A partly filled last block is
+        never shared between steps: copy-on-write gave each writer its own in ``update``.) A
+        fork needs a copy of its parent's partly filled last block, but each dropped beam first
+        frees its own last block, so forking only adds room for the sequences the group may
+        grow by.
         """
-        bm, size = self.block_manager, self.block_manager.block_size
-        need = sum(1 for seq in group.seqs if len(seq.token_ids) % size == 0
-                   or (on_gpu and bm.ref_count(seq.block_table[-1]) > 1))
+        size = self.block_manager.block_size
+        need = sum(1 for seq in group.seqs if len(seq.token_ids) % size == 0)
         return need + (group.fan_out - len(group.seqs) if group.can_fork else 0)
 
     def _decode_need(self, group: SequenceGroup) -> int:
@@ -238,7 +244,7 @@ class Scheduler:
         one token short of a block boundary, then room for the token it samples."""
         size = self.block_manager.block_size
         missing = sum(1 for seq in group.seqs if len(seq.block_table) * size < len(seq.token_ids))
-        return missing + self._blocks_to_grow(group, on_gpu=True)
+        return missing + self._blocks_to_grow(group)
 
     def _blocks_to_admit(self, group: SequenceGroup, cache_hits: bool = True,
                          num_tokens: list[int] | None = None) -> int:
@@ -290,9 +296,16 @@ class Scheduler:
                 seq.status = SequenceStatus.SWAPPED
             self._insert(self.swapped, group)
             return
+        if len(group.seqs) > 1 and self._blocks_to_admit(group, cache_hits=False) > \
+                bm.num_blocks - bm.watermark_blocks:
+            raise OutOfBlocks(
+                f"request {group.request_id} runs {len(group.seqs)} sequences that share blocks and "
+                f"must be preempted, but the CPU pool has no room to swap them and recomputed "
+                f"apart they would never fit: raise num_cpu_blocks (now {bm.num_cpu_blocks})")
         for seq in group.seqs:  # recompute (also when the CPU pool is full)
             bm.free(seq)
             seq.status = SequenceStatus.WAITING
+            seq.num_computed_tokens = 0  # nothing of it is in the cache any more
         self._insert(self.waiting, group)
 
     # ------------------------------------------------------------------ schedule
@@ -360,7 +373,7 @@ class Scheduler:
                 filled = length % size
                 if seq.num_computed_tokens < length - 1:
                     prefilling, need = True, 0  # its next chunk comes from the budget left
-                elif filled == 1 and len(seq.block_table) * size < length:
+                elif filled == 1 % size and len(seq.block_table) * size < length:
                     need = self._decode_need(group)  # a prefill that stopped one token short
                 else:
                     need = 0 if filled else 1
@@ -425,8 +438,8 @@ class Scheduler:
         left = [len(seq.token_ids) - done for seq, done in zip(group.seqs, computed)]
         if not self.enable_chunked_prefill:
             return left if sum(left) <= budget else None
-        if len(group.seqs) > 1:
-            left = [n - 1 for n in left]
+        if len(group.seqs) > 1 and any(n > 1 for n in left):
+            left = [n - 1 for n in left]  # stop one short; the last tokens run together later
         chunks = []
         for n in left:
             chunks.append(min(n, budget))

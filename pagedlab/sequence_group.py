@@ -73,15 +73,15 @@ class SequenceGroup:
         return self.fan_out if self.can_fork else len(self.seqs)
 
     def blocks_at_end(self, block_size: int) -> int:
-        """Blocks the request surely needs at its end (it needs ``max_new_tokens``).
+        """Blocks the request may need at its end (it needs ``max_new_tokens``).
 
-        ``n`` samples share the prompt's full blocks and own the rest; beams may share
-        everything, so one sequence is all they surely need.
+        Its ``n`` samples or beams share the prompt's full blocks and, at worst, own all the
+        rest (beams may share more, but the scheduler must be able to run the worst case).
         """
         prompt_len = len(self.seqs[0].token_ids)
         per_seq = -(-(prompt_len + self.max_new_tokens) // block_size)
         shared = prompt_len // block_size
-        return shared + self.n * (per_seq - shared)
+        return shared + self.fan_out * (per_seq - shared)
 
     def num_distinct_blocks(self) -> int:
         """Blocks the group holds, each shared block once."""

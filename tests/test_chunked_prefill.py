@@ -17,8 +17,9 @@ def prompt(seq_id, length, base=None):
     return pl.Sequence(seq_id, [base + i for i in range(length)])
 
 
-def make(num_blocks=64, prefix=False, watermark=0.0, num_cpu_blocks=None, **kwargs):
-    bm = pl.BlockManager(num_blocks, B, enable_prefix_caching=prefix, watermark=watermark,
+def make(num_blocks=64, prefix=False, watermark=0.0, num_cpu_blocks=None, block_size=B,
+         **kwargs):
+    bm = pl.BlockManager(num_blocks, block_size, enable_prefix_caching=prefix, watermark=watermark,
                          num_cpu_blocks=num_cpu_blocks)
     kwargs.setdefault("enable_chunked_prefill", True)
     return bm, pl.Scheduler(bm, **kwargs)
@@ -26,6 +27,7 @@ def make(num_blocks=64, prefix=False, watermark=0.0, num_cpu_blocks=None, **kwar
 
 def check_step(sched, out):
     """What every step must satisfy."""
+    B = sched.block_manager.block_size  # noqa: N806
     assert set(out.num_scheduled_tokens) == {seq.seq_id for seq in out.scheduled}
     assert all(n >= 1 for n in out.num_scheduled_tokens.values())
     assert sum(out.num_scheduled_tokens.values()) == out.num_batched_tokens
@@ -85,7 +87,7 @@ def test_cache_hits_do_not_count_against_the_budget():
         bm, sched = make(prefix=True, max_num_batched_tokens=12, max_num_seqs=12,
                          enable_chunked_prefill=chunked)
         first = pl.Sequence(1, [1, 2, 3, 4, 5, 6])
-        sched.add(first, max_new_tokens=10)
+        sched.add(first, max_new_tokens=6)   # whole-prompt mode: prompt + outputs within 12
         sched.schedule()
         sched.update([7])
         second = pl.Sequence(2, [1, 2, 3, 4, 20, 21, 22, 23])
@@ -132,6 +134,9 @@ def test_without_chunked_prefill_a_prompt_over_the_budget_is_refused():
     bm, sched = make(max_num_batched_tokens=8, max_num_seqs=8, enable_chunked_prefill=False)
     with pytest.raises(pl.InvalidConfig, match="enable_chunked_prefill"):
         sched.add(prompt(1, 9))
+    # recomputed after a preemption, prompt and outputs are prefilled again in one step
+    with pytest.raises(pl.InvalidConfig, match="max_new_tokens=4 may need 10 tokens"):
+        sched.add(prompt(2, 6), max_new_tokens=4)
     assert not sched.has_unfinished()
 
 
@@ -164,14 +169,14 @@ def test_parallel_samples_fork_only_after_the_last_chunk():
 @given(seed=st.integers(0, 10_000), budget=st.sampled_from([4, 5, 8, 16, 64]),
        prefix=st.booleans(), preemption=st.sampled_from(["recompute", "swap"]),
        num_blocks=st.integers(10, 24), fan=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
-       watermark=st.sampled_from([0.0, 0.1]))
+       watermark=st.sampled_from([0.0, 0.1]), block_size=st.sampled_from([1, 2, 4]))
 def test_every_request_finishes_with_exactly_its_tokens_and_every_block_is_freed(
-        seed, budget, prefix, preemption, num_blocks, fan, watermark):
+        seed, budget, prefix, preemption, num_blocks, fan, watermark, block_size):
     n, beam_width = fan
     rng = random.Random(seed)
-    bm, sched = make(num_blocks=num_blocks, prefix=prefix, preemption=preemption,
-                     max_num_batched_tokens=budget, max_num_seqs=8, num_cpu_blocks=64,
-                     watermark=watermark)
+    bm, sched = make(num_blocks=num_blocks * 4 // block_size, prefix=prefix,
+                     preemption=preemption, max_num_batched_tokens=budget, max_num_seqs=8,
+                     num_cpu_blocks=256, watermark=watermark, block_size=block_size)
     wanted = {}
     shared = [rng.randrange(5) for _ in range(8)]
     for seq_id in range(1, 7):
@@ -202,7 +207,7 @@ def test_every_request_finishes_with_exactly_its_tokens_and_every_block_is_freed
         for seq in group.finished_seqs:
             assert seq.token_ids[:len(tokens)] == tokens
             assert len(seq.output_ids) == max_new
-    assert bm.num_used_blocks == 0 and bm.num_free_cpu_blocks == 64
+    assert bm.num_used_blocks == 0 and bm.num_free_cpu_blocks == 256
     assert not sched.running and not sched.waiting and not sched.swapped
 
 

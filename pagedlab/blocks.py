@@ -30,7 +30,7 @@ class AlreadyAllocated(PagedLabError, ValueError):
 
 
 @dataclass
-class _Plan:
+class _AllocationPlan:
     """What allocating a sequence would do: computed once, then checked and carried out."""
 
     hashes: list[int]  # chained hashes of the sequence's full blocks (prefix caching only)
@@ -171,7 +171,7 @@ class BlockManager:
         return [-1 if start + i < cached_until else slot for i, slot in enumerate(slots)]
 
     # ------------------------------------------------------------------ allocate
-    def _plan(self, seq: Sequence, num_tokens: int | None = None) -> _Plan:
+    def _plan(self, seq: Sequence, num_tokens: int | None = None) -> _AllocationPlan:
         """What allocate(seq, num_tokens) would do, without doing it."""
         size = self.block_size
         if num_tokens is None:
@@ -180,12 +180,12 @@ class BlockManager:
             self._check_num_tokens(seq, num_tokens)
         need = -(-num_tokens // size)
         if not self.enable_prefix_caching:
-            return _Plan([], [], need, need)
+            return _AllocationPlan([], [], need, need)
         hashes = block_hashes(seq.token_ids, size)
         hits = self._cache.lookup(hashes)
         revived = sum(1 for block in hits if self._ref[block] == 0)  # leave the evictable set
         need = max(need, len(hits))  # cache hits are always taken whole
-        return _Plan(hashes, hits, need, need - len(hits) + revived)
+        return _AllocationPlan(hashes, hits, need, need - len(hits) + revived)
 
     def blocks_to_allocate(self, seq: Sequence, num_tokens: int | None = None) -> int:
         """Free blocks allocate(seq, num_tokens) would take now: new ones plus revived cached ones."""

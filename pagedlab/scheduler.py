@@ -26,17 +26,19 @@ samples or ``beam_width`` beams. One step, as the simulator and the engine run i
     # sample a next token for each sequence of out.sampled
     result = scheduler.update(next_tokens)   # result.finished, result.forked
 
+The prompt part of a step, how the budget left after the decodes is spent, is in
+``prefill.py``; the step's data classes are in ``scheduler_output.py``.
 See notebooks/05_scheduling.ipynb.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
 
 from .blocks import BlockManager
 from .errors import InvalidConfig, OutOfBlocks, check_choice, check_int
+from .prefill import PrefillScheduling
+from .scheduler_output import SchedulerOutput, StepPlan, UpdateOutput
 from .sequence import Sequence, SequenceStatus
 from .sequence_group import SequenceGroup, is_token
 
@@ -45,88 +47,7 @@ __all__ = ["Scheduler", "SchedulerOutput", "UpdateOutput", "SequenceGroup", "PRE
 PREEMPTION_MODES = ("recompute", "swap")
 
 
-@dataclass
-class SchedulerOutput:
-    """What to do this step. Apply block copies, then swap-outs, then swap-ins, then run.
-
-    ``num_scheduled_tokens[seq_id]`` new tokens run for each sequence of ``scheduled``: its
-    positions ``seq.num_computed_tokens - n .. seq.num_computed_tokens - 1`` (a prompt chunk, or
-    1 for a decode). ``scheduled`` is ``prefills`` then ``decodes``. ``sampled`` are the
-    sequences that produce a next token (all but prefills with prompt chunks still to come), the
-    order ``update`` expects tokens in; ``groups`` are their requests, in that order.
-    Block pairs: ``blocks_to_copy`` (src, dst) GPU copies from copy-on-write in the last update,
-    ``blocks_to_swap_out`` (gpu, cpu), ``blocks_to_swap_in`` (cpu, gpu).
-    """
-
-    prefills: list[Sequence] = field(default_factory=list)
-    decodes: list[Sequence] = field(default_factory=list)
-    scheduled: list[Sequence] = field(default_factory=list)
-    sampled: list[Sequence] = field(default_factory=list)
-    groups: list[SequenceGroup] = field(default_factory=list)
-    preempted: list[Sequence] = field(default_factory=list)
-    swapped_in: list[Sequence] = field(default_factory=list)
-    swapped_out: list[Sequence] = field(default_factory=list)
-    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
-    blocks_to_swap_out: list[tuple[int, int]] = field(default_factory=list)
-    blocks_to_swap_in: list[tuple[int, int]] = field(default_factory=list)
-    prefill_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> prompt tokens now
-    num_batched_tokens: int = 0   # sum of num_scheduled_tokens: prefill chunks + one per decode
-
-    @functools.cached_property
-    def num_scheduled_tokens(self) -> dict[int, int]:
-        """seq_id -> tokens computed this step, for every scheduled sequence."""
-        return {**self.prefill_tokens, **dict.fromkeys([s.seq_id for s in self.decodes], 1)}
-
-    @property
-    def num_seqs(self) -> int:
-        """Sequences in this step's batch."""
-        return len(self.scheduled)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.scheduled
-
-
-@dataclass
-class UpdateOutput:
-    """What ``Scheduler.update`` did: requests that produced their first token, requests now
-    done, and sequences born by forking."""
-
-    started: list[SequenceGroup] = field(default_factory=list)
-    finished: list[SequenceGroup] = field(default_factory=list)
-    forked: dict[int, list[Sequence]] = field(default_factory=dict)  # request id -> new sequences
-
-
-@dataclass
-class _Plan:
-    """One step while ``schedule()`` builds it: the running requests it keeps, and the blocks
-    it has promised them."""
-
-    kept: list[SequenceGroup] = field(default_factory=list)        # running ones that stay
-    prefilling: list[SequenceGroup] = field(default_factory=list)  # kept, part-way through prompt
-    short: list[Sequence] = field(default_factory=list)  # decoding, last token without a block
-    reserved: int = 0   # free blocks promised to the kept requests' next tokens
-    num_seqs: int = 0   # sequences the kept requests run after this step (forks counted)
-
-    def note(self, group: SequenceGroup, prefilling: bool, block_size: int) -> None:
-        """A kept request that is not the common case (one sequence, decoding)."""
-        if prefilling:
-            self.prefilling.append(group)
-            return
-        for seq in group.seqs:  # its last token is computed now
-            if len(seq.block_table) * block_size < len(seq.token_ids):
-                self.short.append(seq)
-            seq.num_computed_tokens = len(seq.token_ids)
-
-    @property
-    def decoding(self) -> list[SequenceGroup]:
-        """The kept requests that decode one token each: all but those still prefilling."""
-        if not self.prefilling:
-            return self.kept
-        return [group for group in self.kept if group not in self.prefilling]
-
-
-class Scheduler:
+class Scheduler(PrefillScheduling):
     """Continuous batching over a :class:`~pagedlab.BlockManager`, first come first served.
 
     ``max_num_seqs`` caps the sequences in a batch; ``max_num_batched_tokens`` the tokens
@@ -353,13 +274,13 @@ class Scheduler:
                               "check max_num_seqs and max_num_batched_tokens against the requests")
         return out
 
-    def _schedule_running(self, out: SchedulerOutput) -> _Plan:
+    def _schedule_running(self, out: SchedulerOutput) -> StepPlan:
         """Room for every decoding request's next token, oldest first; preempt the newest.
 
         Requests part-way through their prompt are kept (their next chunk comes later, from the
         budget that is left) but may be preempted like any other.
         """
-        bm, queue, plan = self.block_manager, self.running, _Plan()
+        bm, queue, plan = self.block_manager, self.running, StepPlan()
         kept, reserved, extra_seqs = [], 0, 0  # locals: this loop is hot
         lo, hi = 0, len(queue)
         size, free = bm.block_size, bm.num_free_blocks
@@ -407,7 +328,7 @@ class Scheduler:
         plan.kept, plan.reserved, plan.num_seqs = kept, reserved, len(kept) + extra_seqs
         return plan
 
-    def _schedule_swapped(self, out: SchedulerOutput, plan: _Plan) -> None:
+    def _schedule_swapped(self, out: SchedulerOutput, plan: StepPlan) -> None:
         """Bring swapped requests back, first come first served, while they fit."""
         bm = self.block_manager
         while self.swapped:
@@ -426,106 +347,6 @@ class Scheduler:
             plan.note(group, prefilling, bm.block_size)
             plan.reserved += need
             plan.num_seqs += group.num_seqs_after_step
-
-    def _chunks(self, group: SequenceGroup, budget: int,
-                computed: list[int]) -> list[int] | None:
-        """New tokens each sequence of a prefilling group computes now, or None if it must wait.
-
-        Whole prompts without chunked prefill. With it, each sequence takes what is left of the
-        budget; the sequences of a request of several (recomputed samples or beams) stop one
-        token short, so that they all compute their last token, and sample, in one step.
-        """
-        left = [len(seq.token_ids) - done for seq, done in zip(group.seqs, computed)]
-        if not self.enable_chunked_prefill:
-            return left if sum(left) <= budget else None
-        if len(group.seqs) > 1 and any(n > 1 for n in left):
-            left = [n - 1 for n in left]  # stop one short; the last tokens run together later
-        chunks = []
-        for n in left:
-            chunks.append(min(n, budget))
-            budget -= chunks[-1]
-        return chunks if sum(chunks) else None
-
-    def _schedule_partial_prefills(self, out: SchedulerOutput,
-                                   plan: _Plan) -> list[SequenceGroup]:
-        """The next chunk of each running request part-way through its prompt, oldest first.
-        Returns those whose prompt is complete after this step (they sample)."""
-        bm, size, completing = self.block_manager, self.block_manager.block_size, []
-        for group in plan.prefilling:
-            chunks = self._chunks(group, self.max_num_batched_tokens - out.num_batched_tokens,
-                                  [seq.num_computed_tokens for seq in group.seqs])
-            if chunks is None:
-                break
-            ends = [seq.num_computed_tokens + n for seq, n in zip(group.seqs, chunks)]
-            blocks = sum(max(0, -(-end // size) - len(seq.block_table))
-                         for seq, end in zip(group.seqs, ends))
-            completes = all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends))
-            grow = self._blocks_to_grow(group) if completes else 0
-            room = bm.num_free_blocks - plan.reserved
-            if blocks + grow > room and len(group.seqs) == 1:  # a shorter chunk that fits
-                seq = group.seqs[0]
-                ends = [min(ends[0], len(seq.token_ids) - 1,
-                            (len(seq.block_table) + room) * size)]
-                blocks, completes, grow = max(0, -(-ends[0] // size) - len(seq.block_table)), False, 0
-                chunks = [ends[0] - seq.num_computed_tokens]
-                if chunks[0] <= 0 or not self.enable_chunked_prefill:
-                    break
-            if blocks + grow > room:
-                break
-            for seq, end, n in zip(group.seqs, ends, chunks):
-                if n:
-                    bm.extend(seq, end)
-                    out.prefills.append(seq)
-                    out.prefill_tokens[seq.seq_id] = n
-                    out.num_batched_tokens += n
-            plan.reserved += grow
-            if completes:
-                completing.append(group)
-        return completing
-
-    def _schedule_waiting(self, out: SchedulerOutput, plan: _Plan,
-                          completing: list[SequenceGroup]) -> list[SequenceGroup]:
-        """Prefill waiting requests (their first chunk), first come first served, while the
-        budget, the blocks and ``max_num_seqs`` allow. Returns the admitted requests; those
-        whose whole prompt runs now join ``completing``."""
-        bm, admitted = self.block_manager, []
-        num_seqs, reserved = plan.num_seqs, plan.reserved
-        while self.waiting:
-            group = self.waiting[0]
-            budget = self.max_num_batched_tokens - out.num_batched_tokens
-            if num_seqs + group.num_seqs_after_step > self.max_running_seqs or budget <= 0:
-                break
-            if not bm.enable_prefix_caching and \
-                    bm.num_free_blocks - reserved - bm.watermark_blocks <= 0:
-                break  # no room for even one block (only cache hits could need none)
-            cached = [bm.cached_prefix_tokens(seq) for seq in group.seqs]
-            chunks = self._chunks(group, budget, cached)
-            if chunks is None and not self.enable_chunked_prefill and not out.num_batched_tokens:
-                chunks = [len(seq.token_ids) - hit for seq, hit in zip(group.seqs, cached)]
-            ends = [hit + n for hit, n in zip(cached, chunks or ())]
-            # every sequence of the request gets blocks now: a chunk, or all it needs but its
-            # last token (a request of several that the prefix cache holds almost whole)
-            if chunks is None or any(end == 0 or (n == 0 and end < len(seq.token_ids) - 1)
-                                     for seq, n, end in zip(group.seqs, chunks, ends)):
-                break
-            if self._blocks_to_admit(group, num_tokens=ends) > bm.num_free_blocks - reserved \
-                    - bm.watermark_blocks:
-                break
-            self.waiting.popleft()
-            for seq, end in zip(group.seqs, ends):
-                seq.num_cached_tokens = bm.allocate(seq, end)
-                seq.status = SequenceStatus.RUNNING
-                n = end - seq.num_cached_tokens
-                if n:
-                    out.prefills.append(seq)
-                    out.prefill_tokens[seq.seq_id] = n
-                    out.num_batched_tokens += n
-            if all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends)):
-                reserved += self._blocks_to_grow(group)
-                completing.append(group)
-            admitted.append(group)
-            num_seqs += group.num_seqs_after_step
-        return admitted
 
     # ------------------------------------------------------------------ update
     def update(self, next_tokens: list, finished=()) -> UpdateOutput:

@@ -156,8 +156,9 @@ def attend_packed(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                   query_start_loc: torch.Tensor, max_query_len: int, max_context_len: int,
                   scale: float, backend: str | None, num_splits: int | None = None, *,
                   torch_call: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The unified kernel on inputs checked already (by :func:`paged_attention`, or once per step
-    by the engine): block_tables, context_lens, query_start_loc int32 on q's device.
+    """The unified kernel on inputs checked already: by :func:`paged_attention`, or by the engine,
+    whose block tables, lengths and slots come from the block manager and whose slots it checks
+    once per step. block_tables, context_lens, query_start_loc int32 on q's device.
     ``torch_call()`` computes the same without Triton. Returns q's shape and dtype.
     """
     return _run(

@@ -151,7 +151,8 @@ class LLMEngine:
     def _reset(self) -> None:
         """A fresh block manager and scheduler: every block free, no request queued."""
         self.block_manager = BlockManager(**self._settings)
-        self.scheduler = Scheduler(self.block_manager, **self._limits)
+        # request ids are sequence ids; forked samples get ids far above any request's
+        self.scheduler = Scheduler(self.block_manager, first_child_id=1 << 48, **self._limits)
         self._requests: dict[int, tuple[Sequence, SamplingParams, list]] = {}
         self._generator_of: dict[int, torch.Generator | None] = {}  # seq_id -> its sample's RNG
 

@@ -291,14 +291,14 @@ def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: i
         num_splits = max(1, min(math.ceil(2 * num_sms / programs),
                                 math.ceil(max_context_len / 512), 64))
     # 8 warps share the work of a tall tile, which with head dims up to 128 then fits the
-    # registers. fp32 has two measured exceptions that spill with 4 warps (ahead-of-time compile,
-    # Triton 3.6 and 3.9): head dims up to 128 from sm_80, and over 128 unsplit on sm_80.
-    tall = not decode_like and not wide
-    fp32_exception = dtype == torch.float32 and (
-        (capability >= (8, 0) and not wide)
-        or (capability[0] == 8 and wide and num_splits == 1))
+    # registers. fp32 (16 x 16 tiles) fits 4 warps and one stage, except head dims over 128
+    # unsplit on sm_80 (ahead-of-time compile, Triton 3.6 and 3.9, every configuration: with 8
+    # warps ptxas keeps to 64 registers and spills 8-16 bytes).
+    fp32 = dtype == torch.float32
+    tall = not decode_like and not wide and rows > MIN_ROWS
+    fp32_exception = fp32 and capability[0] == 8 and wide and num_splits == 1
     num_warps = 8 if tall or fp32_exception else 4
-    num_stages = 1 if wide else 2
+    num_stages = 1 if wide or fp32 else 2
     return UnifiedLaunch(query_tile=rows // queries_per_kv, rows=rows, kv_tile=kv_tile,
                          num_warps=num_warps, num_stages=num_stages, num_splits=num_splits)
 

@@ -198,6 +198,11 @@ class Sandbox:
             elif os.path.isdir(top):
                 argv += ["--ro-bind", top, top]
         argv += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        # Private /tmp and /dev/shm before Python's folders: a checkout (and its .venv) that lives
+        # under /tmp must still be bound on top of the private /tmp, or Python is not there.
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
         made = set()
         for folder in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix,
                               os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}):
@@ -211,9 +216,6 @@ class Sandbox:
         for real in learner_copy.source_folders().values():   # an installed (non-editable) copy
             argv += ["--tmpfs", str(real)] if any(
                 str(real).startswith(f + os.sep) for f in (sys.prefix, sys.base_prefix, "/usr")) else []
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp",
-                 "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
         for device in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(device), str(device)]
         argv += ["--perms", "0755", "--dir", "/grader", "--perms", "0755", "--dir", "/home",

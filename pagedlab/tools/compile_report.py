@@ -157,14 +157,25 @@ GROWS = ("HEAD_DIM_PAD", "SPLITS_PAD", "BLOCKS_PER_TILE")
 
 
 def covering(launches: list[fake_gpu.Launch]) -> list[fake_gpu.Launch]:
-    """One launch per class of launches whose code can differ only in mask bounds, in sizes
+    """Two launches per class of launches whose code can differ only in mask bounds, in sizes
     that only grow it, in the block size beyond whether a tile fits in one block, or in bf16 vs
-    fp16 (both 16-bit, the same instructions); the largest of each class."""
+    fp16 (both 16-bit, the same instructions): the largest of each class, and the one with the
+    fewest real rows and dims (ptxas is not monotonic: a 1-query-head launch spilled 8 bytes
+    where the 16-head one of its class did not)."""
+    largest = _covering(launches, smallest_masks=False)
+    chosen = {id(found) for found in largest}
+    return largest + [found for found in _covering(launches, smallest_masks=True)
+                      if id(found) not in chosen]
+
+
+def _covering(launches: list[fake_gpu.Launch], smallest_masks: bool) -> list[fake_gpu.Launch]:
     classes: dict[tuple, fake_gpu.Launch] = {}
 
     def size(found):
         named = found.named_constexprs()
-        return tuple(named.get(k, 0) for k in GROWS + MASK_ONLY)
+        masks = tuple(named.get(k, 0) for k in MASK_ONLY)
+        return tuple(named.get(k, 0) for k in GROWS) + (
+            tuple(-m for m in masks) if smallest_masks else masks)
 
     for found in launches:
         named = found.named_constexprs()

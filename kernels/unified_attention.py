@@ -298,6 +298,8 @@ def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: i
     tall = not decode_like and not wide and rows > MIN_ROWS
     fp32_exception = fp32 and capability[0] == 8 and wide and num_splits == 1
     num_warps = 8 if tall or fp32_exception else 4
+    if fp32 and not wide and capability[0] == 8 and queries_per_kv == 1 and not tall:
+        num_warps = 2  # 16 queries of one head: Triton 3.6 spills 8 bytes with 4 warps on sm_80
     num_stages = 1 if wide or fp32 or capability < (8, 0) else 2  # sm_75 has no cp.async
     return UnifiedLaunch(query_tile=rows // queries_per_kv, rows=rows, kv_tile=kv_tile,
                          num_warps=num_warps, num_stages=num_stages, num_splits=num_splits)

@@ -222,7 +222,8 @@ def test_write_and_attend_on_triton_equals_torch_for_a_mixed_step():
     generator = torch.Generator().manual_seed(0)
     contexts, queries = [13, 15, 10], [1, 6, 10]
     tables = [[4, 1], [0, 5], [2, 3]]
-    cache = pl.KVCache(num_blocks=6, block_size=8, num_kv_heads=2, head_dim=32, device=DEVICE)
+    cache = pl.KVCache(num_blocks=6, block_size=8, num_kv_heads=2, head_dim=32, device=DEVICE,
+                       dtype=torch.float32)  # fp32 on a GPU too (its default is fp16)
     cache.k.copy_(torch.randn(cache.k.shape, generator=generator))  # the cached prefixes
     cache.v.copy_(torch.randn(cache.v.shape, generator=generator))
     positions = [p for n, c in zip(queries, contexts) for p in range(c - n, c)]

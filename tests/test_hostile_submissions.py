@@ -127,6 +127,23 @@ for target in targets:
         exec(source, namespace)
         MyBlockManager = namespace["BlockManager"]
 """
+BESIDE_THE_VENV = """
+import glob, os, sys
+# The sandbox must bind Python's folders, even a .venv inside a checkout under /tmp: then the
+# checkout is right next to it. Look there, and in whatever the grader keeps in /tmp.
+places = [os.path.dirname(sys.prefix), os.path.dirname(os.path.dirname(sys.executable))]
+places += glob.glob("/tmp/pagedlab-grade-*")  # (other copies on the machine: see the threat model)
+for top in places:
+    for name in ("pagedlab/blocks.py", "solutions/ex01_block_manager.ipynb",
+                 "*/pagedlab/blocks.py", "work-*/*.ipynb"):
+        for path in glob.glob(os.path.join(top, name)):
+            try:
+                text = open(path).read()
+            except OSError:
+                continue
+            if "class BlockManager" in text or "BEGIN SOLUTION" in text:
+                print("ESCAPED: read", path)
+"""
 RUN_SOLUTION = """
 import glob, json
 for path in [{solution!r}] + glob.glob({solutions!r} + "/*.ipynb"):
@@ -445,6 +462,7 @@ def attacks(klass: Path, out: Path, csv: Path) -> dict[str, dict]:
         "m22_ex08_scheduler_adapter": notebook(ex08, answer=SCHEDULER_ADAPTER),
         "m23_ex10_capacity_module": notebook(EXERCISES / STEM["ex10"], answer=CAPACITY_MODULE),
         "m24_ex09_torch_and_dummy_kernel": notebook(EXERCISES / STEM["ex09"], answer=UNIFIED_TORCH_ANSWER),
+        "m25_beside_the_venv": ex01(BESIDE_THE_VENV),
     }
 
 

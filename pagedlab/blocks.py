@@ -196,6 +196,11 @@ class BlockManager:
         if not self.enable_prefix_caching or not seq.token_ids:
             return 0
         hits = self._cache.lookup(block_hashes(seq.token_ids, self.block_size))
+        return self._usable_hit_tokens(seq, hits)
+
+    def _usable_hit_tokens(self, seq: Sequence, hits: list[int]) -> int:
+        """Tokens the hits hold, less the last one of a prompt found whole: it is recomputed,
+        because a prefill of zero tokens would give no logits."""
         return min(len(hits) * self.block_size, len(seq.token_ids) - 1)
 
     def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
@@ -244,7 +249,7 @@ class BlockManager:
         seq.block_table = hits + [self._take_block() for _ in range(plan.num_blocks - len(hits))]
         self._live[seq.seq_id] = seq
         self._freed.discard(seq.seq_id)
-        cached = min(len(hits) * self.block_size, len(seq.token_ids) - 1)
+        cached = self._usable_hit_tokens(seq, hits)
         seq.num_cached_tokens = cached
         seq.num_computed_tokens = max(cached, num_tokens or len(seq.token_ids))  # by this step
         if self.enable_prefix_caching:

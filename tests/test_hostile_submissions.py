@@ -504,7 +504,10 @@ def python_for_others():
     folder (pyenv in /root on these machines), let others pass through (not list) it for the
     tests; Gradescope's image installs Python in /opt and /usr, where this is not needed."""
     changed = []
-    for parent in Path(os.path.realpath(sys.executable)).parents:
+    # the venv's own path too: a clone in a mktemp -d folder (0700) holds the .venv
+    folders = {*Path(os.path.realpath(sys.executable)).parents, *Path(sys.executable).parents,
+               *Path(sys.prefix).parents, Path(sys.prefix)}
+    for parent in sorted(folders):
         mode = parent.stat().st_mode & 0o7777
         if not mode & 0o001:
             os.chmod(parent, mode | 0o001)

@@ -9,6 +9,7 @@ of every exercise notebook.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -25,12 +26,20 @@ class CaseTimeout(KeyboardInterrupt):
     recording it as the learner's error, and ``except Exception`` cannot swallow it."""
 
 
+def _has_timer() -> bool:
+    """Whether SIGALRM can interrupt this code: not off the main thread, and not in Pyodide
+    (JupyterLite), whose ``signal`` module has no ``setitimer``."""
+    return (sys.platform != "emscripten" and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread())
+
+
 @contextmanager
 def _time_limit(seconds: float):
     """Interrupt the block after ``seconds``, and again every 0.2 s until it gives up (only
-    where signals work: the main thread). Yields a list that holds True once time ran out."""
+    where signals work: the main thread, not Pyodide). Yields a list that holds True once time
+    ran out; where there is no timer it never does, and an endless loop is stopped by hand."""
     expired: list[bool] = []
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if not _has_timer():
         yield expired
         return
 

@@ -1,0 +1,330 @@
+"""The JupyterLite site (pagedlab.tools.site): the pure lessons in the browser, nothing to install.
+
+The slow tests build the site (its tools go into build/venv-site once, ~10 s from PyPI) and, where
+Node.js is here, boot Pyodide from the ``pyodide`` npm package, install pagedlab from the site
+the way the site's kernel does (piplite over HTTP) and run lesson code and ``pl.check`` in it.
+Pyodide's binary packages (numpy, matplotlib) come from its CDN, out of reach here: that run
+counts them as present at the lock's versions, and nothing of pagedlab it runs imports them.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import pagedlab
+from pagedlab.grading import feedback
+from pagedlab.tools import site
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "build"
+SITE_VENV = CACHE / "venv-site"
+KERNEL_INDEX = "./extensions/@jupyterlite/pyodide-kernel-extension/static/pypi/all.json"
+LOCK = {"info": {"abi_version": "2026_0", "arch": "wasm32", "platform": "emscripten_5_0_3",
+                 "python": "3.14.2"},
+        "packages": {"numpy": {"version": "2.4.6"}, "tqdm": {"version": "4.67.3"}}}
+
+
+def make_wheel(folder: Path, filename: str, requires: list[str] = ()) -> Path:
+    """A wheel file holding only its METADATA."""
+    name, version = filename.split("-")[:2]
+    path = folder / filename
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{name}-{version}.dist-info/METADATA", "\n".join(
+            ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             *(f"Requires-Dist: {line}" for line in requires)]) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- micropip's rules
+
+
+def test_micropip_takes_a_pure_wheel_whose_requirements_pyodide_has(tmp_path):
+    wheel = make_wheel(tmp_path, "course-1.0-py3-none-any.whl", ["numpy>=1.24,<3", "tqdm>=4.60"])
+    assert site.micropip_problems(wheel, LOCK) == []
+
+
+def test_micropip_refuses_a_wheel_that_requires_torch(tmp_path):
+    wheel = make_wheel(tmp_path, "course-1.0-py3-none-any.whl", ["numpy", "torch>=2.1,<3"])
+    problems = site.micropip_problems(wheel, LOCK)
+    assert len(problems) == 1 and "torch" in problems[0]
+
+
+def test_markers_are_evaluated_for_pyodide_and_extras_are_not_installed(tmp_path):
+    wheel = make_wheel(tmp_path, "course-1.0-py3-none-any.whl", [
+        "triton>=3; sys_platform == 'linux'", "torch; extra == 'attention'",
+        "tomli; python_version < '3.11'", "pywin32; platform_machine != 'wasm32'"])
+    assert site.micropip_problems(wheel, LOCK) == []
+
+
+def test_a_version_pyodide_does_not_have_is_a_problem(tmp_path):
+    wheel = make_wheel(tmp_path, "course-1.0-py3-none-any.whl", ["numpy>=3"])
+    assert site.micropip_problems(wheel, LOCK) == ["course requires numpy>=3: Pyodide has 2.4.6"]
+
+
+def test_a_platform_wheel_is_refused_and_a_pyodide_one_is_taken(tmp_path):
+    linux = make_wheel(tmp_path, "course-1.0-cp314-cp314-manylinux_2_28_x86_64.whl")
+    wasm = make_wheel(tmp_path, "course-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl")
+    assert "not a pure py3-none-any wheel" in site.micropip_problems(linux, LOCK)[0]
+    assert site.micropip_problems(wasm, LOCK) == []
+
+
+def test_a_served_wheel_meets_a_requirement_and_its_own_are_checked(tmp_path):
+    wheel = make_wheel(tmp_path, "course-1.0-py3-none-any.whl", ["widgets>=8"])
+    widgets = make_wheel(tmp_path, "widgets-8.1-py3-none-any.whl", ["missing-thing"])
+    assert site.micropip_problems(wheel, LOCK) == [
+        "course requires widgets>=8: not in Pyodide's packages nor among the site's wheels"]
+    assert site.micropip_problems(wheel, LOCK, [widgets]) == [
+        "widgets requires missing-thing: not in Pyodide's packages nor among the site's wheels"]
+
+
+# ---------------------------------------------------------------------------- the lessons
+
+
+def lesson(*code: str) -> dict:
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# a lesson"}]
+    cells += [{"cell_type": "code", "metadata": {}, "source": text, "execution_count": 3,
+               "outputs": [{"output_type": "stream", "name": "stdout", "text": "hi"}]}
+              for text in code]
+    return {"cells": cells, "metadata": {"kernelspec": {"name": "python3"}, "widgets": {}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_a_site_lesson_installs_the_bundled_wheel_first_and_has_no_outputs():
+    copy = site.site_lesson(lesson("# pagedlab install cell: Colab", "import pagedlab"), "x")
+    assert copy["cells"][1]["source"] == site.JUPYTERLITE_INSTALL_CELL
+    assert "piplite.install('pagedlab')" in site.JUPYTERLITE_INSTALL_CELL
+    assert all(cell["outputs"] == [] and cell["execution_count"] is None
+               for cell in copy["cells"] if cell["cell_type"] == "code")
+    assert copy["metadata"]["kernelspec"] == site.PYODIDE_KERNELSPEC
+    assert "widgets" not in copy["metadata"]
+
+
+def test_a_lesson_that_imports_torch_is_refused():
+    with pytest.raises(site.SiteError, match="imports torch"):
+        site.site_lesson(lesson("# pagedlab install cell", "import torch"), "07_triton_kernel")
+
+
+def test_a_lesson_without_an_install_cell_is_refused():
+    with pytest.raises(site.SiteError, match="no install cell"):
+        site.site_lesson(lesson("import pagedlab"), "01")
+
+
+def test_check_runs_its_cases_without_a_timer_in_pyodide(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "emscripten")
+    assert not feedback._has_timer()
+    with feedback._time_limit(0.01) as expired:   # no SIGALRM is armed: nothing interrupts
+        threading.Event().wait(0.05)
+    assert expired == []
+    assert "6/6 cases passed" in str(pagedlab.check("ex01", BlockManager=pagedlab.BlockManager))
+
+
+# ---------------------------------------------------------------------------- the built site
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    jupyter = SITE_VENV / "bin" / "jupyter"
+    try:
+        if not jupyter.exists():
+            site.install_tools(SITE_VENV)
+        output = tmp_path_factory.mktemp("lite") / "site"
+        wheel = site.build(output, jupyter, root=ROOT, cache=CACHE)
+    except site.SiteError as error:
+        if "npm not found" in str(error) or "installing the site's tools" in str(error):
+            pytest.skip(f"cannot build the site here: {str(error).splitlines()[0]}")
+        raise
+    return output, wheel
+
+
+@pytest.mark.slow
+def test_the_site_serves_the_five_pure_lessons_each_installing_the_bundled_wheel(built):
+    output, _ = built
+    files = sorted(path.name for path in (output / "files").iterdir())
+    assert files == [f"{name}.ipynb" for name in site.PURE_LESSONS]
+    for name in files:
+        notebook = json.loads((output / "files" / name).read_text())
+        code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+        assert code[0]["source"] == site.JUPYTERLITE_INSTALL_CELL, name
+        assert all(cell["outputs"] == [] for cell in code), name
+        assert not any("import torch" in cell["source"] for cell in code), name
+    assert (output / "index.html").exists() and (output / "lab" / "index.html").exists()
+    assert (output / "extensions" / site.WIDGET_MANAGER).is_dir()
+
+
+@pytest.mark.slow
+def test_the_sites_wheel_is_the_checkouts_without_torch_and_micropip_takes_it(built, tmp_path):
+    output, wheel = built
+    assert wheel.parent == output / "pypi"
+    name, version, requires = site.wheel_metadata(wheel)
+    assert (name, version) == ("pagedlab", pagedlab.__version__)
+    for line in requires:   # torch and Triton only behind an extra, never for a plain install
+        if line.split(";")[0].strip().startswith(("torch", "triton")):
+            assert "extra ==" in line, line
+    lock = json.loads((site.fetch_pyodide(CACHE) / "pyodide-lock.json").read_text())
+    others = [path for path in site.site_wheels(output) if path != wheel]
+    assert {path.name.split("-")[0] for path in others} >= {"ipywidgets", "jupyterlab_widgets"}
+    assert site.micropip_problems(wheel, lock, others) == []
+
+
+@pytest.mark.slow
+def test_jupyter_lite_json_points_the_kernel_at_the_sites_wheels_first(built):
+    output, wheel = built
+    config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
+    urls = config["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]["pipliteUrls"]
+    index, sha = urls[0].split("?sha256=")
+    assert index == "./pypi/all.json"
+    assert hashlib.sha256((output / "pypi" / "all.json").read_bytes()).hexdigest() == sha
+    assert any(url.startswith(KERNEL_INDEX) for url in urls)
+    releases = json.loads((output / "pypi" / "all.json").read_text())["pagedlab"]["releases"]
+    assert releases[pagedlab.__version__][0]["url"] == f"./{wheel.name}"
+
+
+# ---------------------------------------------------------------------------- in Pyodide itself
+
+# Boots Pyodide in Node.js, installs pagedlab as the site's kernel does (piplite, over HTTP, from
+# the site's indexes and no PyPI), then runs the job's lesson cells, a simulation and pl.check.
+NODE_SCRIPT = r"""
+import { readFileSync } from "node:fs";
+import { loadPyodide } from "@@RUNTIME@@/pyodide.mjs";
+const py = await loadPyodide({ indexURL: "@@RUNTIME@@/" });
+await py.loadPackage(["micropip"]);
+py.globals.set("job", readFileSync("@@JOB@@", "utf8"));
+try {
+  console.log(await py.runPythonAsync(`
+import contextlib, io, json, sys
+import micropip
+job = json.loads(job)
+for name, version in job["mocks"].items():
+    micropip.add_mock_package(name, version)
+await micropip.install(job["piplite"])
+import piplite.piplite
+piplite.piplite._PIPLITE_URLS = job["urls"]
+piplite.piplite._PIPLITE_DISABLE_PYPI = True
+await piplite.piplite.install("pagedlab")
+
+import pagedlab as pl
+printed = {}
+for lesson, cells in job["cells"].items():
+    namespace = {}
+    exec(job["preamble"], namespace)
+    printed[lesson] = []
+    for source in cells:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(source, namespace)
+        printed[lesson].append(out.getvalue())
+result = pl.simulate(pl.workloads.sharegpt_like(200, seed=0), pl.BlockManager(num_blocks=512, block_size=16))
+json.dumps({"platform": sys.platform, "installed": sorted(micropip.list()), "printed": printed,
+            "sim": [result.steps, result.finished, result.preemptions,
+                    round(result.internal_fragmentation, 9), round(result.mean_batch_size, 9)],
+            "check": str(pl.check("ex01", BlockManager=pl.BlockManager)).splitlines()[0]})
+`));
+} catch (error) { console.log("PYTHON ERROR", error.message); process.exit(3); }
+"""
+# The lessons' cells that need neither numpy, matplotlib nor widgets (from the CDN, or a
+# browser), after these imports: run here first, then in Pyodide, and the two must print alike.
+PREAMBLE = "import pagedlab as pl\nfrom pagedlab import capacity as cap"
+NEEDS_A_BROWSER = re.compile(r"widgets|matplotlib|IPython|Figure|figure_png|display\(|HTML\(")
+
+
+def pure_cells(site_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Each lesson's cells that run here without a browser, and what they print."""
+    found = {}
+    for name in site.PURE_LESSONS:
+        notebook = json.loads((site_dir / "files" / f"{name}.ipynb").read_text())
+        namespace, cells, printed = {}, [], []
+        exec(PREAMBLE, namespace)
+        for cell in notebook["cells"][1:]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] != "code" or source.startswith(site.INSTALL_MARKER) \
+                    or NEEDS_A_BROWSER.search(source):
+                continue
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    exec(source, namespace)
+                except NameError:   # it needs a cell left out above
+                    continue
+            cells.append(source)
+            printed.append(out.getvalue())
+        found[name] = cells, printed
+    return found
+
+
+
+def pyodide_runtime(lock_dir: Path, folder: Path) -> Path:
+    """A copy of the npm runtime with the pure packages of its lock that the run loads
+    (micropip, packaging, tqdm, traitlets) put beside it from PyPI: the CDN holds them."""
+    runtime = folder / "runtime"
+    shutil.copytree(lock_dir, runtime)
+    lock = json.loads((runtime / "pyodide-lock.json").read_text())
+    names = ("micropip", "packaging", "tqdm", "traitlets")
+    wanted = tuple(f"{name}=={lock['packages'][name]['version']}" for name in names)
+    for wheel in site.download_wheels(wanted, runtime, lock):
+        entry = lock["packages"][wheel.name.split("-")[0]]
+        entry["file_name"] = wheel.name   # PyPI's file, not Pyodide's rebuild: its own digest
+        entry["sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (runtime / "pyodide-lock.json").write_text(json.dumps(lock))
+    return runtime
+
+
+@pytest.fixture
+def served(built):
+    """The built site over HTTP on 127.0.0.1, as a browser would fetch it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built[0]))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(built, served, tmp_path):
+    if shutil.which("node") is None:
+        pytest.skip("Node.js not found: apt-get install nodejs npm, to run pagedlab in Pyodide")
+    output, _ = built
+    lock_dir = site.fetch_pyodide(CACHE)
+    lock = json.loads((lock_dir / "pyodide-lock.json").read_text())
+    runtime = pyodide_runtime(lock_dir, tmp_path)
+    # From the CDN in a browser, out of reach here: numpy and matplotlib (binary wheels), and
+    # what the kernel installs before the first cell (comm, ipython).
+    mocks = {name: lock["packages"][name]["version"] for name in ("numpy", "matplotlib", "ipython")}
+    mocks["comm"] = "0.2.3"
+    config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
+    urls = config["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]["pipliteUrls"]
+    piplite = next((output / KERNEL_INDEX).parent.glob("piplite-*.whl")).name
+    lessons = pure_cells(output)
+    assert sum(len(cells) for cells, _ in lessons.values()) >= 10
+    job = {"mocks": mocks, "urls": [served + url[1:] for url in urls], "preamble": PREAMBLE,
+           "piplite": f"{served}{KERNEL_INDEX[1:].rsplit('/', 1)[0]}/{piplite}",
+           "cells": {name: cells for name, (cells, _) in lessons.items()}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "run.mjs").write_text(NODE_SCRIPT.replace("@@RUNTIME@@", str(runtime))
+                                      .replace("@@JOB@@", str(tmp_path / "job.json")))
+    done = subprocess.run(["node", str(tmp_path / "run.mjs")], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert seen["platform"] == "emscripten"
+    assert {"pagedlab", "ipywidgets", "jupyterlab-widgets", "tqdm"} <= set(seen["installed"])
+    assert "torch" not in seen["installed"]
+    result = pagedlab.simulate(pagedlab.workloads.sharegpt_like(200, seed=0),
+                               pagedlab.BlockManager(num_blocks=512, block_size=16))
+    assert seen["sim"] == [result.steps, result.finished, result.preemptions,   # the same run
+                           round(result.internal_fragmentation, 9), round(result.mean_batch_size, 9)]
+    assert result.finished == 200 and result.preemptions > 0
+    assert "6/6 cases passed" in seen["check"]
+    assert seen["printed"] == {name: printed for name, (_, printed) in lessons.items()}

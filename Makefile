@@ -80,3 +80,18 @@ exercises: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# The pure lessons (01-03, 03b, 05) as a JupyterLite site in build/site: static files that run
+# in the browser (Pyodide), the course's wheel bundled. Its build tools (pinned in
+# pagedlab/tools/site.py) live in a venv of their own; npm fetches Pyodide's package list.
+SITE_VENV  ?= build/venv-site
+SITE_STAMP := $(SITE_VENV)/.pagedlab-installed
+SITE_OUT   ?= build/site
+.PHONY: site
+
+$(SITE_STAMP): pagedlab/tools/site.py | $(STAMP)
+	$(BIN)/python -m pagedlab.tools.site install-tools --venv $(SITE_VENV)
+	touch $(SITE_STAMP)
+
+site: $(STAMP) $(SITE_STAMP)
+	$(BIN)/python -m pagedlab.tools.site build --jupyter $(SITE_VENV)/bin/jupyter --output $(SITE_OUT)

@@ -183,7 +183,7 @@ def test_the_sites_wheel_is_the_checkouts_without_torch_and_micropip_takes_it(bu
 def test_jupyter_lite_json_points_the_kernel_at_the_sites_wheels_first(built):
     output, wheel = built
     config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
-    urls = config["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]["pipliteUrls"]
+    urls = config["litePluginSettings"][site.KERNEL_PLUGIN]["pipliteUrls"]
     index, sha = urls[0].split("?sha256=")
     assert index == "./pypi/all.json"
     assert hashlib.sha256((output / "pypi" / "all.json").read_bytes()).hexdigest() == sha
@@ -225,7 +225,8 @@ for lesson, cells in job["cells"].items():
         with contextlib.redirect_stdout(io.StringIO()) as out:
             exec(source, namespace)
         printed[lesson].append(out.getvalue())
-result = pl.simulate(pl.workloads.sharegpt_like(200, seed=0), pl.BlockManager(num_blocks=512, block_size=16))
+result = pl.simulate(pl.workloads.sharegpt_like(200, seed=0),
+                     pl.BlockManager(num_blocks=512, block_size=16))
 json.dumps({"platform": sys.platform, "installed": sorted(micropip.list()), "printed": printed,
             "sim": [result.steps, result.finished, result.preemptions,
                     round(result.internal_fragmentation, 9), round(result.mean_batch_size, 9)],
@@ -303,7 +304,7 @@ def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(built
     mocks = {name: lock["packages"][name]["version"] for name in ("numpy", "matplotlib", "ipython")}
     mocks["comm"] = "0.2.3"
     config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
-    urls = config["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]["pipliteUrls"]
+    urls = config["litePluginSettings"][site.KERNEL_PLUGIN]["pipliteUrls"]
     piplite = next((output / KERNEL_INDEX).parent.glob("piplite-*.whl")).name
     lessons = pure_cells(output)
     assert sum(len(cells) for cells, _ in lessons.values()) >= 10
@@ -324,7 +325,8 @@ def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(built
     result = pagedlab.simulate(pagedlab.workloads.sharegpt_like(200, seed=0),
                                pagedlab.BlockManager(num_blocks=512, block_size=16))
     assert seen["sim"] == [result.steps, result.finished, result.preemptions,   # the same run
-                           round(result.internal_fragmentation, 9), round(result.mean_batch_size, 9)]
+                           round(result.internal_fragmentation, 9),
+                           round(result.mean_batch_size, 9)]
     assert result.finished == 200 and result.preemptions > 0
     assert "6/6 cases passed" in seen["check"]
     assert seen["printed"] == {name: printed for name, (_, printed) in lessons.items()}

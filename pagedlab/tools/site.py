@@ -46,6 +46,7 @@ SITE_TOOLS = ("jupyterlite-core==0.8.6", "jupyterlite-pyodide-kernel==0.8.6",
               "jupyter-server>=2,<3", "jupyterlab_widgets==3.0.17")
 PYODIDE_VERSION = "314.0.6"
 WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"  # the labextension that draws widgets
+KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"  # its settings in jupyter-lite.json
 
 # Pure wheels pagedlab needs that Pyodide does not ship: bundled, so the site needs no PyPI.
 BUNDLED_WHEELS = ("ipywidgets==8.1.9", "jupyterlab_widgets==3.0.17")
@@ -133,7 +134,8 @@ def micropip_problems(wheel: Path, lock: dict, others: list[Path] = ()) -> list[
             if requirement.marker and not requirement.marker.evaluate(environment):
                 continue
             wanted = canonicalize_name(requirement.name)
-            if wanted in locked and requirement.specifier.contains(locked[wanted], prereleases=True):
+            if wanted in locked and requirement.specifier.contains(locked[wanted],
+                                                                   prereleases=True):
                 continue
             if wanted in served:
                 version = wheel_metadata(served[wanted])[1]
@@ -151,8 +153,8 @@ def micropip_problems(wheel: Path, lock: dict, others: list[Path] = ()) -> list[
 # ---------------------------------------------------------------------------- the parts
 
 
-def _run(command: list[str], what: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, capture_output=True, text=True)
+def _run(command: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     if done.returncode:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise SiteError(f"{what} failed ({' '.join(command[:4])} ...):\n{tail}")
@@ -165,7 +167,8 @@ def install_tools(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         _run([sys.executable, "-m", "venv", str(venv)], "creating the site's venv")
-    _run([str(python), "-m", "pip", "install", "--quiet", *SITE_TOOLS], "installing the site's tools")
+    _run([str(python), "-m", "pip", "install", "--quiet", *SITE_TOOLS],
+         "installing the site's tools")
     return venv / "bin" / "jupyter"
 
 
@@ -199,7 +202,8 @@ def fetch_pyodide(cache: Path, version: str = PYODIDE_VERSION) -> Path:
         return package
     if shutil.which("npm") is None:
         raise SiteError(f"npm not found: the wheel check needs Pyodide {version}'s package list "
-                        f"(npm pack pyodide@{version}); install Node.js and npm (apt-get install npm)")
+                        f"(npm pack pyodide@{version}); install Node.js and npm "
+                        "(apt-get install npm)")
     package.parent.mkdir(parents=True, exist_ok=True)
     done = _run(["npm", "pack", "--silent", f"pyodide@{version}", "--pack-destination",
                  str(package.parent)], f"fetching pyodide@{version} from npm")
@@ -252,8 +256,9 @@ def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | N
                 json.dumps(site_lesson(notebook, name), indent=1) + "\n")
         if output.exists():
             shutil.rmtree(output)
-        _run([str(jupyter), "lite", "build", "--lite-dir", str(lite), "--contents",
-              str(lite / "content"), "--output-dir", str(output)], "jupyter lite build")
+        _run([str(Path(jupyter).absolute()), "lite", "build", "--lite-dir", str(lite), "--contents",
+              str(lite / "content"), "--output-dir", str(output)], "jupyter lite build",
+             cwd=lite)  # where it keeps its .jupyterlite.doit.db
     if not (output / "extensions" / WIDGET_MANAGER).is_dir():
         shutil.rmtree(output)
         raise SiteError(f"{jupyter} put no widget manager ({WIDGET_MANAGER}) into the site, so the "
@@ -272,7 +277,7 @@ def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | N
 def site_wheels(site: Path) -> list[Path]:
     """Every wheel the site's ``piplite`` indexes (jupyter-lite.json's pipliteUrls) list."""
     config = json.loads((Path(site) / "jupyter-lite.json").read_text())["jupyter-config-data"]
-    kernel = config["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]
+    kernel = config["litePluginSettings"][KERNEL_PLUGIN]
     wheels = []
     for url in kernel["pipliteUrls"]:
         index = Path(site) / url.split("?")[0]
@@ -286,7 +291,8 @@ def site_wheels(site: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pagedlab.tools.site", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pagedlab.tools.site",
+                                     description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     tools = commands.add_parser("install-tools", help="a venv with jupyterlite's build tools")
     tools.add_argument("--venv", type=Path, default=Path("build/venv-site"))

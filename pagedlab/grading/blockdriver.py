@@ -1,14 +1,18 @@
 """Judge a block manager by replaying a script of operations on it and on the reference.
 
 A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4, "ops": [...],
-"features": [...]}`` with ops ``["allocate", seq_id, tokens]``, ``["can_allocate", seq_id,
-tokens]``, ``["append", seq_id, token]``, ``["fork", parent_id, child_id]`` and ``["free",
-seq_id]``. :func:`.drivers.run_script` runs it (on the learner's manager in the sandbox, on
-pagedlab's here) and records raw observations after every op. :func:`compare` turns both into
-views that do not depend on *which* free block an implementation picks (block ids are relabelled
-per step) and reports the first step where they differ. :func:`disguise` makes every hand-made
-script different in each run (sequence ids, token values, blocks already taken), so a table of
-the public cases' answers is worth nothing.
+"features": [...]}`` (and ``"watermark"`` for ex01) with ops ``["allocate", seq_id, tokens]``,
+``["can_allocate", seq_id, tokens]``, ``["append", seq_id, token]``, ``["can_append", seq_id,
+None]``, ``["slots", seq_id, [start, end]]``, ``["fork", parent_id, child_id]``, ``["free",
+seq_id, None]``, ``["free_again", seq_id, None]`` (a sequence freed already) and
+``["free_unknown", seq_id, tokens]`` (one never allocated). :func:`.drivers.run_script` runs it
+(on the learner's manager in the sandbox, on pagedlab's here) and records raw observations after
+every op. :func:`compare` turns both into views that do not depend on *which* free block an
+implementation picks (block ids are relabelled per step), reports the first step where they
+differ, and asks :mod:`.blockhints` which invariant the learner's step broke. Each exercise draws
+its scripts from the run's seed (sizes, lengths, order); :func:`disguise` then changes sequence
+ids and token values and takes a few blocks first, so a table of the public cases' answers is
+worth nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import random
 from functools import partial
 from typing import Any
 
-from .exercise import Mismatch, short
+from . import blockhints
+from .exercise import Case, Mismatch, short
 
 ERROR_NAMES = ("OutOfBlocks", "DoubleFree", "UnknownSequence")
 
@@ -28,8 +33,16 @@ def describe_op(op: list) -> str:
         return f"{kind}(seq {seq_id}, {len(arg)} token{'s' if len(arg) != 1 else ''})"
     if kind == "append":
         return f"append_token(seq {seq_id}, {arg})"
+    if kind == "can_append":
+        return f"can_append(seq {seq_id})"
+    if kind == "slots":
+        return f"slot_mapping(seq {seq_id}, start={arg[0]}, end={arg[1]})"
     if kind == "fork":
         return f"fork(seq {seq_id}) -> seq {arg}"
+    if kind == "free_again":
+        return f"free(seq {seq_id}) again"
+    if kind == "free_unknown":
+        return f"free(seq {seq_id}, never allocated)"
     return f"free(seq {seq_id})"
 
 
@@ -38,9 +51,10 @@ def _result_view(op: list | None, result: list, features: frozenset[str]) -> str
         return "skipped (the sequence is not allocated)"
     if result[0] == "raised":
         name, message = result[1], result[2]
-        return f"raises {name}" if name in ERROR_NAMES else f"raises {name}: {message}"
+        asked = name == "ValueError" and op is not None and op[0] == "slots"
+        return f"raises {name}" if name in ERROR_NAMES or asked else f"raises {name}: {message}"
     value = result[1]
-    if op is not None and op[0] == "can_allocate":
+    if op is not None and op[0] in ("can_allocate", "can_append"):
         return f"returns {value}"
     if op is not None and op[0] == "allocate" and "cached" in features:
         return f"returns {value} (tokens found in the prefix cache)"
@@ -82,22 +96,44 @@ def _label(index: int) -> str:
     return letters[index] if index < 26 else f"b{index}"
 
 
+def table_slots(table: list, start: int, end: int, block_size: int) -> list | None:
+    """The slots of positions start..end-1 through ``table`` (None where it has no such block)."""
+    if not 0 <= start <= end <= len(table) * block_size:
+        return None
+    return [table[p // block_size] * block_size + p % block_size for p in range(start, end)]
+
+
+def _wrong_slots(table: Any, got: Any, start: int, end: int, block_size: int) -> str:
+    """Why ``got`` is not the slots of positions start..end-1 in ``table`` ("" if it is)."""
+    if not isinstance(got, list) or _shown(got) != short(got, 100):
+        return _shown(got)
+    if not isinstance(table, list) or not all(isinstance(b, int) for b in table):
+        return f"block table {_shown(table)}"
+    want = table_slots(table, start, min(end, len(table) * block_size), block_size) or []
+    if got == want:
+        return ""
+    first = next((p for p, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    slot = want[first] if first < len(want) else "nothing (past the last block)"
+    return f"position {start + first}: slot {slot} expected, got {short(got, 60)}"
+
+
 def _slots_view(tables: dict, slots: dict, block_size: int) -> str:
     for sid, table in tables.items():
         got = slots.get(sid)
-        if _shown(got) != short(got, 100) or not isinstance(got, list):
-            return f"seq {sid}: {_shown(got)}"
-        if _shown(table) != short(table, 100):
-            return f"seq {sid}: block table {_shown(table)}"
-        length = len(got)
-        expected = [table[p // block_size] * block_size + p % block_size
-                    for p in range(min(length, len(table) * block_size))
-                    if isinstance(table[p // block_size], int)]
-        if got != expected:
-            first = next((p for p, (a, b) in enumerate(zip(got, expected)) if a != b), len(expected))
-            want = expected[first] if first < len(expected) else "nothing (past the last block)"
-            return f"seq {sid}, position {first}: slot {want} from the block table, got {short(got, 60)}"
-    return "matches the block tables (block_table[p // B] * B + p % B)"
+        length = len(got) if isinstance(got, list) else 0
+        wrong = _wrong_slots(table, got, 0, length, block_size)
+        if wrong:
+            return f"seq {sid}: {wrong}"
+    return "every position's slot is where its block table puts it"
+
+
+def _range_view(op: list, result: list, tables: dict, block_size: int) -> str:
+    """slot_mapping(seq, start, end): the slots its block table gives, or the error."""
+    if result[0] != "ok":
+        return _result_view(op, result, frozenset())
+    start, end = op[2]
+    wrong = _wrong_slots(tables.get(str(op[1]), tables.get(op[1])), result[1], start, end, block_size)
+    return f"returns {wrong}" if wrong else f"the slots of positions {start}..{end - 1}"
 
 
 def _copy_view(op: list, result: list, before: dict, after: dict) -> str:
@@ -118,7 +154,8 @@ def views(script: dict, steps: list[dict], features: frozenset[str]) -> list[tup
     header = f"MyBlockManager(num_blocks={script['num_blocks']}, block_size={script['block_size']})"
     out.append((header, {"result": _result_view(None, steps[0]["result"], features)}))
     for index, (op, step) in enumerate(zip(script["ops"], steps[1:]), start=1):
-        view = {"result": _result_view(op, step["result"], features),
+        view = {"result": (_range_view(op, step["result"], step["tables"], script["block_size"])
+                           if op[0] == "slots" else _result_view(op, step["result"], features)),
                 "num_free_blocks": _shown(step["free"]),
                 "block tables": _layout_view(step["tables"], script["num_blocks"])}
         if "tokens" in features:
@@ -142,10 +179,11 @@ def compare(script: dict, expected: list[dict], got: Any, features: frozenset[st
         want, have = views(script, expected, features), views(script, got, features)
     except (KeyError, TypeError, IndexError, AttributeError) as error:
         return Mismatch("reading the observations", "well-formed observations", f"{error!r}")
-    for (where, want_view), (_, have_view) in zip(want, have):
+    for index, ((where, want_view), (_, have_view)) in enumerate(zip(want, have)):
         for aspect, text in want_view.items():
             if have_view.get(aspect) != text:
-                return Mismatch(f"{where}: {aspect}", text, str(have_view.get(aspect)))
+                return Mismatch(f"{where}: {aspect}", text, str(have_view.get(aspect)),
+                                hint=blockhints.diagnose(script, index, expected, got, features))
     if len(have) < len(want):
         return Mismatch(want[len(have)][0], "an observation", "the script stopped early")
     return None
@@ -154,10 +192,12 @@ def compare(script: dict, expected: list[dict], got: Any, features: frozenset[st
 # ------------------------------------------------------------------ random scripts
 def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
                   kinds: tuple[str, ...], vocab: int = 50, max_len: int = 14,
-                  prefixes: int = 0) -> dict:
-    """A random but valid script (ops only name live sequences) chosen by the grader."""
+                  prefixes: int = 0, watermark: float | None = None) -> dict:
+    """A random but valid script (ops only name live sequences, or freed ones for
+    "free_again") chosen by the grader."""
     rng = random.Random(seed)
     live: list[int] = []
+    freed: list[int] = []
     next_id = 1
     common = [[rng.randrange(vocab) for _ in range(block_size * 2)] for _ in range(prefixes)]
     ops = []
@@ -174,6 +214,16 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
             next_id += 1
         elif kind == "append":
             ops.append(["append", rng.choice(live), rng.randrange(vocab)])
+        elif kind == "can_append":
+            ops.append(["can_append", rng.choice(live), None])
+        elif kind == "slots":      # some ranges reach past the blocks: those must raise
+            start = rng.randrange(max_len)
+            ops.append(["slots", rng.choice(live), [start, start + rng.randint(1, block_size * 2)]])
+        elif kind == "free_again" and freed:
+            ops.append(["free_again", rng.choice(freed), None])
+        elif kind == "free_unknown":
+            ops.append(["free_unknown", next_id, [rng.randrange(vocab)]])
+            next_id += 1
         elif kind == "fork":
             ops.append(["fork", rng.choice(live), next_id])
             live.append(next_id)
@@ -181,8 +231,13 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
         elif kind == "free":
             seq_id = rng.choice(live)
             live.remove(seq_id)
+            freed.append(seq_id)
             ops.append(["free", seq_id, None])
-    return {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}
+    script = {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}
+    return script if watermark is None else {**script, "watermark": watermark}
+
+
+TOKEN_LISTS = ("allocate", "can_allocate", "free_unknown")   # ops whose argument is a prompt
 
 
 def disguise(script: dict, rng: random.Random) -> dict:
@@ -190,27 +245,40 @@ def disguise(script: dict, rng: random.Random) -> dict:
 
     Token values are mapped one to one (equal tokens stay equal, so prefix hits are kept); the
     blocks held first belong to a sequence that is never touched again, so the rest of the
-    script sees the same free pool as the hand-made one."""
+    script sees the same free pool as the hand-made one. (No blocks are held first under a
+    watermark: a bigger pool would keep more blocks back.)"""
     ids = sorted({op[1] for op in script["ops"]} | {op[2] for op in script["ops"] if op[0] == "fork"})
     fresh = rng.sample(range(1, 1000), len(ids) + 1)
     new_id = dict(zip(ids, fresh))
-    values = sorted({t for op in script["ops"] for t in (op[2] if isinstance(op[2], list) else [])}
+    values = sorted({t for op in script["ops"] if op[0] in TOKEN_LISTS for t in op[2]}
                     | {op[2] for op in script["ops"] if op[0] == "append"})
     drawn = rng.sample(range(1000, 1 << 20), len(values) + 64)
     new_token = dict(zip(values, drawn))
     ops = []
     for kind, seq_id, arg in script["ops"]:
-        if kind in ("allocate", "can_allocate"):
+        if kind in TOKEN_LISTS:
             arg = [new_token[t] for t in arg]
         elif kind == "append":
             arg = new_token[arg]
         elif kind == "fork":
             arg = new_id[arg]
         ops.append([kind, new_id[seq_id], arg])
-    held = rng.randint(0, 3)
+    held = 0 if script.get("watermark") else rng.randint(0, 3)
     if held:
         ops.insert(0, ["allocate", fresh[-1], drawn[len(values):len(values) + held * script["block_size"]]])
     return {**script, "num_blocks": script["num_blocks"] + held, "ops": ops}
+
+
+def drawn_cases(exercise_id: str, seed: int, templates: list, script, random_case: tuple) -> list[Case]:
+    """A block-manager exercise's cases for this run: each of ``templates`` ((name, hint,
+    make(rng) -> script)) drawn from the seed, then ``random_case`` ((name, hint,
+    options(rng) -> random_script keywords)), a random script of this seed."""
+    cases = [Case(name, hint, "run_script", script(seed, index, make(
+        random.Random(f"{exercise_id}:{seed}:{index}")))) for index, (name, hint, make) in enumerate(templates)]
+    name, hint, options = random_case
+    drawn = random_script(seed, **options(random.Random(f"{exercise_id}:{seed}:random")))
+    return cases + [Case(f"{name} (seed {seed})", hint, "run_script",
+                         script(seed, len(templates), drawn, hide=False))]
 
 
 def exercise_hooks(features: frozenset[str], **manager_options):

@@ -71,28 +71,35 @@ def run_script(objects: dict, script: dict) -> list[dict]:
 
     Observed: each op's result, ``num_free_blocks``, every live block table, and per
     ``script["features"]`` the slot mappings ("slots"), token counts ("tokens") and ref counts
-    ("refs").
+    ("refs"). A script with a ``"watermark"`` passes it to the constructor by keyword.
     """
     from pagedlab import Sequence
     features = script.get("features", [])
+    options = {"watermark": script["watermark"]} if "watermark" in script else {}
     try:
-        manager = objects["BlockManager"](script["num_blocks"], script["block_size"])
+        manager = objects["BlockManager"](script["num_blocks"], script["block_size"], **options)
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001
         return [{"result": describe_error(error)}]
     steps = [{"result": ["ok", None]}]
     live: dict[int, Any] = {}
+    freed: dict[int, Any] = {}   # sequences freed, kept to free them again ("free_again")
     for op in script["ops"]:
-        result = _apply(manager, live, op, Sequence)
+        result = _apply(manager, live, freed, op, Sequence)
         steps.append({"result": result, **_snapshot(manager, live, features)})
     return steps
 
 
-def _apply(manager: Any, live: dict, op: list, Sequence: type) -> list:
+NEEDS_LIVE = ("append", "can_append", "slots", "fork", "free")
+
+
+def _apply(manager: Any, live: dict, freed: dict, op: list, Sequence: type) -> list:
     kind, seq_id, arg = op
-    if kind in ("append", "fork", "free") and seq_id not in live:
+    if (kind in NEEDS_LIVE and seq_id not in live) or (kind == "free_again" and seq_id not in freed):
         return ["skipped", None]  # its allocate failed, as it may in a random script
+    if kind == "slots":
+        return _slots(manager, live[seq_id], *arg)
     try:
         if kind == "allocate":
             seq = Sequence(seq_id, arg)
@@ -110,15 +117,37 @@ def _apply(manager: Any, live: dict, op: list, Sequence: type) -> list:
                 return ["ok", ["not a Sequence", short(repr(child), 80)]]
             live[arg] = child
             return ["ok", None]
+        if kind == "can_append":
+            return ["ok", _bool(manager.can_append(live[seq_id]))]
         if kind == "free":
             manager.free(live[seq_id])
-            del live[seq_id]
+            freed[seq_id] = live.pop(seq_id)
+            return ["ok", None]
+        if kind == "free_again":              # a sequence freed already
+            manager.free(freed[seq_id])
+            return ["ok", None]
+        if kind == "free_unknown":            # a sequence this manager never saw
+            manager.free(Sequence(seq_id, arg))
             return ["ok", None]
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001 - SystemExit too: it is the learner's
         return describe_error(error)
     raise ValueError(f"unknown op {kind!r}")
+
+
+def _slots(manager: Any, seq: Any, start: int, end: int) -> list:
+    """slot_mapping(seq, start, end); any ValueError (pagedlab's InvalidConfig is one) is
+    recorded as "ValueError", the error the exercise asks for."""
+    try:
+        return ["ok", _ints(manager.slot_mapping(seq, start, end))]
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001
+        described = describe_error(error)
+        if isinstance(error, ValueError) and described[1] not in ERROR_NAMES:
+            described[1] = "ValueError"
+        return described
 
 
 def _snapshot(manager: Any, live: dict, features: list[str]) -> dict:

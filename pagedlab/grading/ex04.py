@@ -4,6 +4,8 @@ See notebooks/04_sharing.ipynb.
 """
 from __future__ import annotations
 
+import random
+
 from . import blockdriver
 from .exercise import Case, Exercise
 
@@ -13,49 +15,85 @@ EXERCISE = Exercise(
 )
 FEATURES = frozenset({"cached", "refs"})
 
-SYSTEM = [7, 7, 1, 2, 3, 4, 5, 6]     # a shared "system prompt" of two 4-token blocks
+def _words(rng: random.Random, n: int) -> list[int]:
+    return [rng.randrange(1, 40) for _ in range(n)]
+
+
+def reuses(rng: random.Random) -> dict:
+    size = rng.choice([2, 3, 4])
+    system = _words(rng, size * 2)           # a shared "system prompt" of two full blocks
+    return {"num_blocks": 12, "block_size": size, "ops": [
+        ["allocate", 1, system + _words(rng, rng.randint(1, size))],
+        ["allocate", 2, system + _words(rng, rng.randint(1, size * 2))],
+        ["allocate", 3, system[:size] + _words(rng, rng.randint(1, size))]]}
+
+
+def full_blocks_only(rng: random.Random) -> dict:
+    size = rng.choice([3, 4])
+    system = _words(rng, size * 2)
+    partial = system[:size + rng.randint(2, size - 1)]     # asked twice: still one hit block
+    asks = [system, system, partial, partial, system[:rng.randint(1, size - 1)], system[:size]]
+    return {"num_blocks": 14, "block_size": size,
+            "ops": [["allocate", n, prompt] for n, prompt in enumerate(asks, start=1)]}
+
+
+def chained(rng: random.Random) -> dict:
+    size = rng.choice([2, 3, 4])
+    a, b, c = (_words(rng, size) for _ in range(3))
+    order = [a + b, c + b, a + c]
+    rng.shuffle(order)
+    return {"num_blocks": 10, "block_size": size,
+            "ops": [["allocate", n, prompt] for n, prompt in enumerate([a + b] + order, start=1)]}
+
+
+def kept_after_free(rng: random.Random) -> dict:
+    size = rng.choice([2, 3, 4])
+    system = _words(rng, size * 2)
+    return {"num_blocks": 4, "block_size": size, "ops": [
+        ["allocate", 1, system + _words(rng, 1)], ["free", 1, None],
+        ["allocate", 2, system + _words(rng, rng.randint(2, size))], ["free", 2, None],
+        ["allocate", 3, system[:size]]]}
+
+
+def evicts_lru(rng: random.Random) -> dict:
+    size = rng.choice([2, 3])
+    first, second = _words(rng, size * 2), _words(rng, size * 2)
+    other = [99] * size
+    return {"num_blocks": 4, "block_size": size, "ops": [
+        ["allocate", 1, first], ["allocate", 2, second], ["free", 1, None], ["free", 2, None],
+        ["allocate", 3, other], ["allocate", 4, first], ["free", 4, None],
+        ["allocate", 5, second + [0]], ["allocate", 6, first]]}
+
+
+CASES = [
+    ("a second prompt with the same start reuses its full blocks",
+     "A new prompt looks its full blocks up from the start and keeps the ones found, up to the "
+     "first that is not in the cache; allocate returns the tokens found.", reuses),
+    ("only full blocks are cached, and the last token is always recomputed",
+     "A partly filled block is never shared. A prompt found entirely in the cache still has its "
+     "last token computed (the model needs its logits).", full_blocks_only),
+    ("the same block after a different prefix is a miss",
+     "A block's key stands for its tokens and everything before them: equal tokens after "
+     "another start are a different block.", chained),
+    ("a freed cached block stays reusable and counts as free",
+     "A cached block nobody holds is free (it counts in num_free_blocks) and still findable, "
+     "until its space is needed.", kept_after_free),
+    ("eviction takes the least recently used cached block first",
+     "When no never-used block is left, the cached block unused the longest goes first; a "
+     "sequence's tail is released before its prefix.", evicts_lru),
+]
+
+
+RANDOM = ("random prompts sharing prefixes",
+          "Many prompts with shared system prompts coming and going: hits, free blocks and "
+          "sharing must match.",
+          lambda rng: {"num_blocks": rng.randint(8, 12), "block_size": rng.choice([2, 3]),
+                       "num_ops": 40, "kinds": ("allocate", "allocate", "free"), "vocab": 4,
+                       "max_len": 5, "prefixes": 3})
 
 
 def cases(seed: int) -> list[Case]:
-    return [
-        Case("a second prompt with the same start reuses its full blocks",
-             "Hash each full block chained to its parent's hash; allocate looks the hashes up "
-             "in order and stops at the first miss. Return the number of tokens found.",
-             "run_script", script(seed, 0, {"num_blocks": 8, "block_size": 4, "ops": [
-                 ["allocate", 1, SYSTEM + [10, 11]], ["allocate", 2, SYSTEM + [20, 21, 22]]]})),
-        Case("only full blocks are cached, and the last token is always recomputed",
-             "A partly filled block is never shared. A prompt found entirely in the cache "
-             "still reports len - 1 cached tokens (its last token needs computing).",
-             "run_script", script(seed, 1, {"num_blocks": 8, "block_size": 4, "ops": [
-                 ["allocate", 1, SYSTEM], ["allocate", 2, SYSTEM], ["allocate", 3, SYSTEM[:6]],
-                 ["allocate", 4, SYSTEM[:3]]]})),
-        Case("the same block after a different prefix is a miss",
-             "The hash of a block includes its parent's hash, so equal tokens at a different "
-             "place in the prompt do not match.",
-             "run_script", script(seed, 2, {"num_blocks": 8, "block_size": 4, "ops": [
-                 ["allocate", 1, [1, 2, 3, 4, 5, 6, 7, 8]], ["allocate", 2, [9, 9, 9, 9, 5, 6, 7, 8]],
-                 ["allocate", 3, [1, 2, 3, 4, 9, 9, 9, 9]]]})),
-        Case("a freed cached block stays reusable and counts as free",
-             "free puts a cached block nobody holds into an evictable set: it counts in "
-             "num_free_blocks, and a later prompt can still hit it.",
-             "run_script", script(seed, 3, {"num_blocks": 4, "block_size": 4, "ops": [
-                 ["allocate", 1, SYSTEM + [1]], ["free", 1, None], ["allocate", 2, SYSTEM + [2, 3]],
-                 ["free", 2, None]]})),
-        Case("eviction takes the least recently used cached block first",
-             "When no never-used block is left, evict the cached block freed longest ago. free "
-             "releases a sequence's blocks last-first, so its tail goes before its prefix.",
-             "run_script", script(seed, 4, {"num_blocks": 4, "block_size": 2, "ops": [
-                 ["allocate", 1, [1, 2, 3, 4]], ["allocate", 2, [5, 6, 7, 8]], ["free", 1, None],
-                 ["free", 2, None], ["allocate", 3, [9, 9]], ["allocate", 4, [1, 2, 3, 4]],
-                 ["free", 4, None], ["allocate", 5, [5, 6, 7, 8, 0]], ["allocate", 6, [1, 2, 3, 4]]]})),
-        Case(f"random prompts sharing prefixes (seed {seed})",
-             "Many prompts with shared system prompts coming and going: hits, free blocks and "
-             "sharing must match.",
-             "run_script", script(seed, 5, blockdriver.random_script(
-                 seed, num_blocks=10, block_size=2, num_ops=40,
-                                       kinds=("allocate", "allocate", "free"), vocab=4,
-                                       max_len=5, prefixes=3), hide=False)),
-    ]
+    return blockdriver.drawn_cases("ex04", seed, CASES, script, RANDOM)
 
 
 script, reference, compare = blockdriver.exercise_hooks(FEATURES, enable_prefix_caching=True)

@@ -4,6 +4,7 @@ See notebooks/06_attention_over_pages.ipynb.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from . import tensors
@@ -34,13 +35,24 @@ NAMES = ["one sequence, one head, inside one block", "a partly filled last block
          "blocks in any order, with padded block tables",
          "grouped-query attention: several query heads per KV head",
          "a batch of different lengths, one KV head for all (MQA)", "a random batch"]
-HINTS = ["out = softmax(q . K^T * scale) @ V over the context; scale defaults to 1 / sqrt(head_dim).",
-         "Only context_lens[i] tokens count: slice the gathered keys and values to that length "
-         "(the rest of the last block is garbage).",
-         "Token t of a sequence is in block block_tables[i, t // block_size], row t % block_size; "
-         "entries past the blocks it needs are padding (-1).",
-         "Query head h reads KV head h // (num_heads // num_kv_heads).",
-         "Handle each sequence with its own context length.", "All of the above at once."]
+HINTS = ["Ordinary attention over the sequence's context: every query scores every key, a "
+         "softmax turns the scores into weights, the weights mix the values. Mind the scale "
+         "argument.",
+         "Only context_lens[i] tokens are context: whatever else sits in the last block is not.",
+         "Blocks can be anywhere in the pool, in any order: the table says where each one is, "
+         "and its entries past the blocks a sequence needs are padding.",
+         "Several query heads share one KV head: neighbouring query heads read the same one.",
+         "Each sequence has its own context length and its own table.", "All of the above at once."]
+MISTAKES = {   # what a wrong output shows, when it equals the reference's with this mistake
+    "no scale": "The scores were not multiplied by the scale.",
+    "default scale": "The scale passed in was ignored: the default is only for scale=None.",
+    "unmasked": "Tokens past context_len took part: the rest of the last block holds no context.",
+    "no table": "The logical block number was used as the physical one: the block table says "
+                "where each block of the sequence lives.",
+    "repeat": "Query head h read the wrong KV head: the query heads of one group are neighbours "
+              "(heads 0 and 1 share KV head 0 when there are two per group), not every "
+              "num_kv_heads-th head.",
+}
 
 
 def cases(seed: int) -> list[Case]:
@@ -54,4 +66,43 @@ def reference() -> dict:
 
 
 def compare(case: Case, expected, got):
-    return tensors.compare_attention(expected, got, TOLERANCE)
+    mismatch = tensors.compare_attention(expected, got, TOLERANCE)
+    if mismatch is None or not isinstance(got, dict) or got.get("shape") != expected["shape"]:
+        return mismatch
+    return dataclasses.replace(mismatch, hint=diagnose(case.data, got.get("values")))
+
+
+def with_mistake(data: dict, mistake: str) -> list:
+    """The output of paged attention on ``data`` with one of MISTAKES (None where unknown)."""
+    from .ex07 import emulate      # the same paged attention, number by number
+    if mistake in ("no scale", "unmasked", "no table"):
+        return emulate(data, mistake)
+    if mistake == "default scale":
+        return emulate({**data, "scale": None})
+    num_heads, num_kv_heads = len(data["q"][0]), len(data["k_cache"][0][0])
+    group = num_heads // num_kv_heads
+    where = [(head % num_kv_heads) * group + head // num_kv_heads for head in range(num_heads)]
+    q = [[None] * num_heads for _ in data["q"]]   # head h moved to where its wrong KV head is read
+    for seq, heads in enumerate(data["q"]):
+        for head, values in enumerate(heads):
+            q[seq][where[head]] = values
+    out = emulate({**data, "q": q})
+    head_dim = len(data["q"][0][0])
+    return [out[(seq * num_heads + where[head]) * head_dim + dim] for seq in range(len(q))
+            for head in range(num_heads) for dim in range(head_dim)]
+
+
+def diagnose(data: dict, values) -> str:
+    """The one mistake whose output the learner's equals ("" if none, or if it makes no
+    difference on this case)."""
+    from .ex07 import emulate
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+        return ""
+    right = emulate(data)
+    for mistake, text in MISTAKES.items():
+        guess = with_mistake(data, mistake)
+        known = [(v, g, r) for v, g, r in zip(values, guess, right) if g is not None]
+        if len(guess) == len(values) and any(abs(g - r) > 1e-3 for _, g, r in known) \
+                and all(abs(v - g) <= 1e-3 for v, g, _ in known):
+            return text
+    return ""

@@ -1,8 +1,12 @@
 """``pagedlab grade``: grade exercise notebooks, for one student or a whole class.
 
     pagedlab grade PATH... [--isolation auto|namespace|uid|none] [--csv FILE] [--json-dir DIR]
-                   [--gradescope results.json] [--timeout S] [--seed N] [--jobs N]
-    pagedlab grade --gradescope-autograder DIR
+                   [--gradescope results.json] [--visibility V] [--timeout S] [--seed N]
+                   [--setup-timeout S] [--memory-mb MB] [--jobs N]
+    pagedlab grade --gradescope-autograder OUT.zip [--autograder-torch cpu|none] [grading options]
+
+``--gradescope-autograder`` writes the zip Gradescope takes (see :mod:`.gradescope`); every
+grading option given with it is what run_autograder passes to ``pagedlab grade``.
 
 A folder whose subfolders hold the notebooks is a class: one record per subfolder (student).
 
@@ -45,6 +49,8 @@ from .runner import Limits, grade_notebook
 from .sandbox import MODES
 from .submissions import find_submissions
 
+LOCAL_MEMORY_MB = 4096   # per notebook, when grading on the instructor's own machine
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pagedlab grade", description="Grade exercise notebooks "
@@ -61,33 +67,67 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds per case (default: each exercise's own, 10-30 s)")
     parser.add_argument("--setup-timeout", type=float, default=120.0, metavar="S",
                         help="seconds for a notebook's own code, in all (default 120)")
-    parser.add_argument("--memory-mb", type=int, default=4096, help="memory limit per notebook")
+    parser.add_argument("--memory-mb", type=int, default=None, metavar="MB",
+                        help=f"memory limit per notebook (default {LOCAL_MEMORY_MB}; "
+                             f"{gradescope.MEMORY_MB} in a Gradescope autograder)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the cases (default: a fresh one per notebook; not 0)")
-    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--jobs", type=int, default=None,
                         help="notebooks graded at once (default: the CPUs, up to 4)")
-    parser.add_argument("--gradescope-autograder", metavar="DIR",
-                        help="write setup.sh and run_autograder for Gradescope into DIR, then stop")
+    parser.add_argument("--visibility", choices=gradescope.VISIBILITIES, default="visible",
+                        help="when Gradescope shows students each test (default visible)")
+    parser.add_argument("--gradescope-autograder", metavar="OUT.zip",
+                        help="write Gradescope's autograder zip (a folder: "
+                             f"FOLDER/{gradescope.ZIP_NAME}) with these grading options, then stop")
+    parser.add_argument("--autograder-wheel", metavar="FILE",
+                        help="the course wheel to put in the zip (default: built from this checkout)")
+    parser.add_argument("--autograder-torch", choices=("cpu", "none"), default="cpu",
+                        help="install torch's CPU build in the autograder (exercises 6, 7, 9 need "
+                             "it; default cpu)")
     return parser
+
+
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.setup_timeout <= 0:
+        parser.error("--setup-timeout must be positive")
+    if args.memory_mb is not None and args.memory_mb < 64:
+        parser.error("--memory-mb must be at least 64")
+    if args.seed == 0:
+        parser.error("--seed 0 gives the public cases check() shows: choose another")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+
+
+def _write_autograder(args: argparse.Namespace) -> int:
+    options = gradescope.grading_options(
+        isolation=args.isolation, timeout=args.timeout, setup_timeout=args.setup_timeout,
+        memory_mb=args.memory_mb or gradescope.MEMORY_MB, seed=args.seed, jobs=args.jobs,
+        visibility=args.visibility)
+    try:
+        path = gradescope.write_autograder(args.gradescope_autograder, options,
+                                           wheel=args.autograder_wheel,
+                                           torch=args.autograder_torch == "cpu")
+    except (gradescope.AutograderError, OSError) as error:
+        print(f"pagedlab grade: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: upload it as the Gradescope autograder")
+    print(f"run_autograder runs: pagedlab grade SUBMISSION --gradescope results.json {options}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _check_options(parser, args)
     if args.gradescope_autograder:
-        options = f"--timeout {args.timeout:g}" if args.timeout else ""
-        for path in gradescope.write_autograder(args.gradescope_autograder, options):
-            print(f"wrote {path}")
-        print("zip these two files and upload them as the Gradescope autograder")
-        return 0
+        if args.paths:
+            parser.error("--gradescope-autograder writes the zip and grades nothing: drop the paths")
+        return _write_autograder(args)
     if not args.paths:
-        parser.error("give notebooks or folders to grade (or --gradescope-autograder DIR)")
-    if args.timeout is not None and args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    if args.seed == 0:
-        parser.error("--seed 0 gives the public cases check() shows: choose another")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+        parser.error("give notebooks or folders to grade (or --gradescope-autograder OUT.zip)")
+    jobs = args.jobs or min(4, os.cpu_count() or 1)
     started = time.monotonic()
     submissions, problems = find_submissions(args.paths)
     if args.gradescope and len(submissions) > 1:
@@ -100,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pagedlab grade: {error}", file=sys.stderr)
         return 4
     limits = Limits(case_timeout=args.timeout, setup_timeout=args.setup_timeout,
-                    memory_mb=args.memory_mb)
+                    memory_mb=args.memory_mb or LOCAL_MEMORY_MB)
     def grade(item: tuple) -> tuple:
         submission, path = item
         try:
@@ -113,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = [(s, path) for s in submissions for path in s.notebooks]
     try:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             for submission, report, problem in pool.map(grade, work):   # in order, as they finish
                 if report is None:
                     submission.problems.append(problem)
@@ -141,7 +181,8 @@ def _finish(args, submissions: list, problems: list[str], mode: str, seconds: fl
           + (f", {len(submissions)} students" if len(submissions) > 1 else "")
           + f" (isolation: {mode})")
     failed = results.write_all(submissions, problems, mode, seconds, csv_path=args.csv,
-                               json_dir=args.json_dir, gradescope_path=args.gradescope)
+                               json_dir=args.json_dir, gradescope_path=args.gradescope,
+                               visibility=args.visibility)
     for message in failed:
         print(f"pagedlab grade: {message}", file=sys.stderr)
     if failed:

@@ -38,8 +38,10 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise ResultsError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def student_results(submission, problems: list[str], mode: str, seconds: float) -> dict:
-    data = gradescope.results(submission.reports, seconds, [*submission.problems, *problems])
+def student_results(submission, problems: list[str], mode: str, seconds: float,
+                    visibility: str = "visible") -> dict:
+    data = gradescope.results(submission.reports, seconds, [*submission.problems, *problems],
+                              visibility)
     if mode == "none":
         data["output"] = "NOT ISOLATED: graded without a sandbox.\n" + data["output"]
     data["extra_data"] = {"isolation": mode, "isolated": mode != "none", "student": submission.student}
@@ -72,17 +74,17 @@ def _safe_name(student: str) -> str:
 
 def write_all(submissions: list, problems: list[str], mode: str, seconds: float, *,
               csv_path: str | None = None, json_dir: str | None = None,
-              gradescope_path: str | None = None) -> list[str]:
+              gradescope_path: str | None = None, visibility: str = "visible") -> list[str]:
     """Write every output asked for; returns one message per output that failed."""
     jobs = []
     if gradescope_path:
         from .submissions import Submission
         only = submissions[0] if submissions else Submission("submission", [])
-        jobs.append((gradescope_path, json.dumps(student_results(only, problems, mode, seconds),
-                                                 indent=2) + "\n"))
+        jobs.append((gradescope_path, json.dumps(student_results(only, problems, mode, seconds,
+                                                                 visibility), indent=2) + "\n"))
     if json_dir:
         for submission in submissions:
-            data = student_results(submission, problems, mode, seconds)
+            data = student_results(submission, problems, mode, seconds, visibility)
             jobs.append((Path(json_dir) / f"{_safe_name(submission.student)}.json",
                          json.dumps(data, indent=2) + "\n"))
     if csv_path:

@@ -6,6 +6,10 @@ exercise; the rest becomes ``raise NotImplementedError("...")`` carrying the hin
 the markers. Badges point at the exercise, outputs are dropped.
 
     python -m pagedlab.tools.course make-exercises [--check] [--solutions DIR] [--exercises DIR]
+    python -m pagedlab.tools.course make-exercises --format nbgrader|otter --output DIR
+
+``--format`` writes the same exercises for an instructor's tool instead (see
+:mod:`pagedlab.tools.instructor_formats`).
 """
 from __future__ import annotations
 
@@ -112,7 +116,13 @@ def main(argv: list[str] | None, root: Path) -> int:
     parser.add_argument("--solutions", type=Path, default=root / "solutions")
     parser.add_argument("--exercises", type=Path, default=root / "exercises")
     parser.add_argument("--check", action="store_true", help="only report stale exercises")
+    parser.add_argument("--format", choices=("exercises", "nbgrader", "otter"), default="exercises",
+                        help="exercises/ for learners (default), or an instructor tool's format")
+    parser.add_argument("--output", type=Path, metavar="DIR",
+                        help="where --format nbgrader|otter writes (a course folder of its own)")
     args = parser.parse_args(argv)
+    if args.format != "exercises":
+        return _instructor_format(parser, args)
     try:
         if args.check:
             stale = stale_exercises(args.solutions, args.exercises)
@@ -127,3 +137,18 @@ def main(argv: list[str] | None, root: Path) -> int:
     return 0
 
 
+
+
+def _instructor_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .instructor_formats import InstructorFormatError, write_format
+
+    if args.output is None or args.check:
+        parser.error(f"--format {args.format} needs --output DIR (and takes no --check)")
+    try:
+        written = write_format(args.format, args.solutions, args.output, NAME)
+    except (InstructorFormatError, SolutionMarkerError) as error:
+        print(f"make-exercises: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -7,23 +7,34 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.pagedlab-installed
-EXTRAS   ?= dev,lab,model
+EXTRAS   ?= dev,lab,model,attention
 # A CPU machine gets torch's local CPU wheel from a constraints file; a machine with an
 # NVIDIA GPU keeps whatever torch it resolves (never pinned in the package metadata).
 HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
+# Where torch comes from (tools/torch_source.sh says why): on Linux without an NVIDIA GPU,
+# PyTorch's CPU index when it answers, else the pin above. `=`, not `:=`: probed only to install.
+TORCH_SOURCE = $(shell sh tools/torch_source.sh)
+# EXTRAS=lab gives the light course (lessons 01-05, no torch); attention and model bring torch.
+comma := ,
+NEEDS_TORCH := $(filter attention model,$(subst $(comma), ,$(EXTRAS)))
 JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test install chromium gpu-check gpu-compat bench exercises clean
+.PHONY: lab test install print-torch-source chromium gpu-check gpu-compat bench exercises clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(NEEDS_TORCH),$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) torch)
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# The pip options `make install` uses for torch on this machine (see tools/torch_source.sh).
+print-torch-source:
+	@echo 'torch from: $(or $(strip $(TORCH_SOURCE)),PyPI (its default build))'
 
 # Served from the repository root (so exercises/ is one click away), opening lesson 00.
 lab: $(STAMP)

@@ -48,8 +48,9 @@ PYODIDE_VERSION = "314.0.6"
 WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"  # the labextension that draws widgets
 KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"  # its settings in jupyter-lite.json
 
-# Pure wheels pagedlab needs that Pyodide does not ship: bundled, so the site needs no PyPI.
-BUNDLED_WHEELS = ("ipywidgets==8.1.9", "jupyterlab_widgets==3.0.17")
+# Pure wheels pagedlab needs that Pyodide does not ship: bundled, so the site needs no PyPI
+# (comm: the kernel installs it at start, from PyPI unless the site has it).
+BUNDLED_WHEELS = ("ipywidgets==8.1.9", "jupyterlab_widgets==3.0.17", "comm==0.2.3")
 
 # What the Pyodide kernel installs itself before the first cell runs (its worker does
 # ``piplite.install`` of these), whatever the site bundles.

@@ -5,15 +5,20 @@ interpreter inside a real IPython shell, with ``google.colab`` in ``sys.modules`
 pagedlab not importable, and a runtime of fakes: torch, triton and ipywidgets "installed" at
 Colab's versions, and a ``pip`` that records its command line instead of installing. The source
 is a bare git repository on disk (``file://``), a wheel file, or a PyPI JSON answer on disk.
+Two tests run the real pip in a fresh virtual environment against an offline index of tiny
+wheels (the pins hold), one runs the cell in a Jupyter kernel (what Colab's page receives).
 """
 import ast
 import json
+import os
 import socket
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
+import pip as pip_module  # the real pip, lent to a fresh environment
 import pytest
 
 from pagedlab.tools import course
@@ -115,9 +120,9 @@ def assert_stopped_kindly(printed, result):
 def test_ref_present_installs_pagedlab_alone_then_the_missing_light_packages(tmp_path, runtime, mirror):
     printed, result, pip_runs = run_cell(tmp_path, runtime, git_cell(mirror, "v0.1.0"))
     assert result == "ok", printed
-    assert [run["args"][:4] for run in pip_runs] == [["install", "-q", "-c", pip_runs[0]["args"][3]]] * 2
-    assert pip_runs[0]["args"][4:] == ["--no-deps", f"pagedlab @ git+{mirror}@v0.1.0"]
-    assert pip_runs[1]["args"][4:] == ["numpy>=1.24,<3", "matplotlib>=3.6,<4"]  # tqdm is there
+    assert [run["args"][:3] for run in pip_runs] == [["install", "-c", pip_runs[0]["args"][2]]] * 2
+    assert pip_runs[0]["args"][3:] == ["--no-deps", f"pagedlab @ git+{mirror}@v0.1.0"]
+    assert pip_runs[1]["args"][3:] == ["numpy>=1.24,<3", "matplotlib>=3.6,<4"]  # tqdm is there
     assert "Installing pagedlab @ git+" in printed and "pagedlab is installed." in printed
 
 
@@ -204,8 +209,8 @@ def test_wheel_source_installs_the_wheel_without_its_dependencies(tmp_path, runt
     cell = course.install_cell_source(course.Source("wheel", wheel.as_uri()), "me/course", light=LIGHT)
     printed, result, pip_runs = run_cell(tmp_path, runtime, cell)
     assert result == "ok", printed
-    assert pip_runs[0]["args"][4:] == ["--no-deps", f"pagedlab @ {wheel.as_uri()}"]
-    assert pip_runs[1]["args"][4:] == ["numpy>=1.24,<3", "matplotlib>=3.6,<4"]
+    assert pip_runs[0]["args"][3:] == ["--no-deps", f"pagedlab @ {wheel.as_uri()}"]
+    assert pip_runs[1]["args"][3:] == ["numpy>=1.24,<3", "matplotlib>=3.6,<4"]
 
 
 def test_missing_wheel_says_so_and_installs_nothing(tmp_path, runtime):
@@ -226,7 +231,7 @@ def pypi_cell(tmp_path, version):
 def test_pypi_source_installs_that_version_without_its_dependencies(tmp_path, runtime):
     printed, result, pip_runs = run_cell(tmp_path, runtime, pypi_cell(tmp_path, "0.2.0"))
     assert result == "ok", printed
-    assert pip_runs[0]["args"][4:] == ["--no-deps", "pagedlab==0.2.0"]
+    assert pip_runs[0]["args"][3:] == ["--no-deps", "pagedlab==0.2.0"]
 
 
 def test_pypi_version_missing_lists_the_versions_there(tmp_path, runtime):
@@ -239,6 +244,80 @@ def test_pypi_version_missing_lists_the_versions_there(tmp_path, runtime):
 def test_the_cell_checks_pypi_itself_by_default():
     cell = course.install_cell_source(course.Source("pypi", "0.1.0"))
     assert "'https://pypi.org/pypi/pagedlab/json'" in cell
+
+
+# ---------------------------------------------------------------------------- with the real pip
+def write_wheel(folder, name, version, requires=()):
+    """A minimal pure-Python wheel of one empty module (pip checks no hashes on install)."""
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": "",
+             f"{info}/METADATA": "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                                          *(f"Requires-Dist: {r}\n" for r in requires)]),
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, text in files.items():
+            wheel.writestr(member, text)
+    return path
+
+
+@pytest.fixture
+def real_pip(tmp_path):
+    """A fresh virtual environment holding only "torch 1.0", pip from this one, and an offline
+    package index of wheels: pagedlab (which requires torch>=2), light (which requires deep),
+    deep, greedy (which requires torch>=2) and torch 2.0."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_packages = next(venv.glob("lib/python3*/site-packages"))
+    torch_info = site_packages / "torch-1.0.dist-info"
+    torch_info.mkdir()
+    (torch_info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 1.0\n")
+    (torch_info / "RECORD").write_text("")
+    (tmp_path / "pip-only").mkdir()
+    (tmp_path / "pip-only" / "pip").symlink_to(Path(pip_module.__file__).parent)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    pagedlab = write_wheel(wheels, "pagedlab", "0.1.0", ["torch>=2"])
+    write_wheel(wheels, "light", "1.0", ["deep"])
+    write_wheel(wheels, "deep", "1.0")
+    write_wheel(wheels, "greedy", "1.0", ["torch>=2"])
+    write_wheel(wheels, "torch", "2.0")  # what pip would upgrade to, were torch not pinned
+    env = {"PIP_CONFIG_FILE": os.devnull,  # this machine's pip settings stay out of it
+           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "PIP_NO_CACHE_DIR": "1",  # the runner runs without site: name the venv's packages
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "pip-only"), str(site_packages)])}
+    return venv / "bin" / "python", env, pagedlab.as_uri(), site_packages
+
+
+def run_with_real_pip(tmp_path, real_pip, light):
+    python, env, wheel, site_packages = real_pip
+    cell = course.install_cell_source(course.Source("wheel", wheel), "me/course", light=light)
+    (tmp_path / "cell.py").write_text(cell)
+    (tmp_path / "runner.py").write_text(RUNNER)
+    done = subprocess.run([str(python), "-S", str(tmp_path / "runner.py"), SITE_PACKAGES,
+                           str(tmp_path / "cell.py"), "colab"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env})
+    printed, _, result = (done.stdout + done.stderr).rpartition("CELL RESULT: ")
+    installed = sorted(p.name.split("-")[0] for p in site_packages.glob("*.dist-info"))
+    return printed, result.strip(), installed
+
+
+@pytest.mark.slow
+def test_real_pip_installs_pagedlab_alone_and_light_packages_with_their_dependencies(tmp_path, real_pip):
+    printed, result, installed = run_with_real_pip(tmp_path, real_pip, {"light": "light>=1"})
+    assert result == "ok", printed
+    assert installed == ["deep", "light", "pagedlab", "torch"]
+    assert (real_pip[3] / "torch-1.0.dist-info").is_dir()  # pagedlab's torch>=2 was not followed
+
+
+@pytest.mark.slow
+def test_real_pip_refuses_a_dependency_that_would_replace_the_runtimes_torch(tmp_path, real_pip):
+    printed, result, installed = run_with_real_pip(tmp_path, real_pip, {"greedy": "greedy"})
+    assert_stopped_kindly(printed, result)
+    assert "pip could not install greedy. It said:" in printed
+    assert "greedy 1.0 depends on torch>=2" in printed and "(constraint) torch==1.0" in printed
+    assert installed == ["pagedlab", "torch"] and (real_pip[3] / "torch-1.0.dist-info").is_dir()
 
 
 # ---------------------------------------------------------------------------- in a real kernel

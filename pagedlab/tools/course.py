@@ -246,16 +246,18 @@ _CELL_INSTALL = '''
     with open(constraints, 'w') as file:
         file.writelines(f'{name}=={installed(name)}\\n' for name in KEEP if installed(name))
     missing = [requirement for name, requirement in LIGHT.items() if installed(name) is None]
-    pip = [sys.executable, '-m', 'pip', 'install', '-q', '-c', constraints]
+    pip = [sys.executable, '-m', 'pip', 'install', '-c', constraints]
     print(f'Installing {PAGEDLAB} ...')
     for packages, options in (([PAGEDLAB], ['--no-deps']), (missing, [])):
         if packages:
             done = subprocess.run(pip + options + packages, capture_output=True, text=True)
             if done.returncode != 0:
-                said = '\\n  '.join((done.stdout + done.stderr).strip().splitlines()[-12:])
+                said = '\\n  '.join((done.stdout + done.stderr).strip().splitlines()[-15:])
                 stop(f'pip could not install {", ".join(packages)}. It said:\\n  {said}',
-                     'run this cell again (a download may have been cut off); if it fails '
-                     'the same way, show these lines to your instructor.')
+                     'run this cell again (a download may have been cut off), or start a '
+                     'fresh runtime (Runtime > Disconnect and delete runtime) and run the '
+                     'notebook again; if it fails the same way, show these lines to your '
+                     'instructor.')
     importlib.invalidate_caches()  # so that `import pagedlab` finds what pip just installed
     print('pagedlab is installed.')'''
 

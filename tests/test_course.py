@@ -203,3 +203,10 @@ def test_make_exercises_is_routed_to_the_generator_with_its_arguments(monkeypatc
     monkeypatch.setitem(sys.modules, "pagedlab.tools.exercises", fake)
     assert course.main(["make-exercises", "--check", "--solutions", "s"]) == 0
     assert seen == [(["--check", "--solutions", "s"], course.repository_root())]
+
+
+def test_show_prints_where_badges_and_install_cells_point():
+    result = run_course("show")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"badges open: {course.REPOSITORY}@{course.REF}",
+                                          f"install cells: {course.install_requirement()}"]

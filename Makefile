@@ -20,7 +20,7 @@ comma := ,
 NEEDS_TORCH := $(filter attention model,$(subst $(comma), ,$(EXTRAS)))
 JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test install print-torch-source chromium gpu-check gpu-compat bench exercises clean
+.PHONY: lab test install instructor-tools print-torch-source chromium gpu-check gpu-compat bench exercises clean
 
 install: $(STAMP)
 
@@ -58,7 +58,7 @@ bubblewrap:
 	      || echo "could not install bubblewrap: the namespace grading tests will be skipped"; \
 	  else echo "bubblewrap missing and no root/apt: the namespace grading tests will be skipped"; fi; }
 
-test: $(STAMP) chromium bubblewrap
+test: $(STAMP) chromium bubblewrap instructor-tools
 	$(BIN)/python -m pytest
 
 # On a GPU machine with torch and Triton but no network. DRY_RUN=1: anywhere, CUDA faked and
@@ -85,6 +85,19 @@ gpu-compat: $(COMPAT_STAMP)
 	$(COMPAT_VENV)/bin/python -c "import numpy, torch, triton; \
 	print('Triton', triton.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
+
+# nbgrader and otter-grader (the `instructor` extra) for tests/test_instructor_formats.py, in a
+# venv of their own: their JupyterLab and server extensions stay out of the learners' .venv.
+INSTRUCTOR_VENV  ?= build/venv-instructor
+INSTRUCTOR_STAMP := $(INSTRUCTOR_VENV)/.pagedlab-installed
+
+$(INSTRUCTOR_STAMP): pyproject.toml
+	test -x $(INSTRUCTOR_VENV)/bin/python || $(PYTHON) -m venv $(INSTRUCTOR_VENV)
+	$(INSTRUCTOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INSTRUCTOR_VENV)/bin/python -m pip install --quiet -e '.[instructor]'
+	touch $(INSTRUCTOR_STAMP)
+
+instructor-tools: $(INSTRUCTOR_STAMP)
 
 exercises: $(STAMP)
 	$(BIN)/python -m pagedlab.tools.course make-exercises

@@ -43,6 +43,10 @@ _LAZY = {
     "tiny_model": "tiny",
     "LLMEngine": "engine",
     "check": "grading",
+    "require": "needs",  # one line, not a traceback, when torch/Triton/transformers/a GPU is missing
+    "have": "needs",
+    "MissingPart": "needs",
+    "needs": None,
     "widgets": None,
     "break_it": None,  # a module: plant a paging bug in one engine (lesson 08)
     "backend": None,
@@ -55,7 +59,7 @@ __all__ = [
 
 
 # names in _LAZY that are modules, not members
-_MODULES = {"workloads", "widgets", "backend", "break_it"}
+_MODULES = {"workloads", "widgets", "backend", "break_it", "needs"}
 
 
 def __getattr__(name: str):

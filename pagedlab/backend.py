@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 import types
 import warnings
 
@@ -40,10 +41,17 @@ def _cuda_device() -> tuple[str, tuple[int, int]] | None:
 
 def _decide() -> dict:
     """Look at the machine once and set TRITON_INTERPRET to match."""
-    if importlib.util.find_spec("triton") is None:
+    if importlib.util.find_spec("torch") is None:  # the kernels take torch tensors
         return {"available": False, "mode": "missing", "version": None,
-                "reason": "Triton is not installed (it ships for Linux only), so pagedlab uses "
-                          "the torch reference for attention."}
+                "reason": "torch is not installed, so neither the Triton kernels nor the torch "
+                          "reference can run (lessons 01-05 need neither): "
+                          "pip install 'pagedlab[attention]'."}
+    if importlib.util.find_spec("triton") is None:
+        where = ("pip install 'pagedlab[attention]' brings it" if sys.platform.startswith("linux")
+                 else "it ships for Linux only")
+        return {"available": False, "mode": "missing", "version": None,
+                "reason": f"Triton is not installed ({where}), so pagedlab uses "
+                          f"the torch reference for attention."}
     version = importlib.metadata.version("triton")
     gpu = _cuda_device()
     if gpu is None:

@@ -1,11 +1,64 @@
-"""Patches that let one set of kernels run on every Triton the course meets (3.6 to the newest).
+"""Patches that let one set of kernels run on every Triton the course meets (3.6 to the newest),
+and stand-ins for Triton where it is missing (macOS, Windows).
 
 Each patch is small, says which Triton versions need it, and does nothing where it is not
 needed. :mod:`pagedlab.backend` applies them when it switches to the Triton interpreter.
+
+A notebook that writes a kernel imports ``triton`` and ``tl`` from here::
+
+    from pagedlab.triton_compat import tl, triton
+
+and gets Triton itself, imported after :mod:`pagedlab.backend` chose compiled or interpreted,
+or, without Triton, stand-ins: ``@triton.jit`` keeps the function readable, and launching it
+raises :class:`pagedlab.needs.MissingPart` (one line: Triton ships for Linux only, open the
+notebook in Colab). See solutions/ex07_triton_kernel.ipynb.
 """
 from __future__ import annotations
 
+import functools
 import sys
+
+
+class StandInKernel:
+    """What ``@triton.jit`` gives where Triton is missing: a kernel to read, not to launch."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __getitem__(self, grid):
+        from .needs import MissingPart
+        raise MissingPart("triton", f"launching {self.fn.__name__}")
+
+    __call__ = __getitem__
+
+
+class StandIn:
+    """``triton`` or ``triton.language`` where Triton is missing: every attribute exists."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def jit(self, fn=None, **_options):
+        return StandInKernel(fn) if fn is not None else StandInKernel
+
+    def __getattr__(self, name: str):
+        return StandIn(f"{self._name}.{name}")
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self._name}: Triton is not installed>"
+
+
+def __getattr__(name: str):
+    """``triton`` and ``tl``: the real modules where Triton runs, stand-ins elsewhere."""
+    if name not in ("triton", "tl"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import backend  # first: it sets TRITON_INTERPRET before Triton decorates anything
+    if backend.triton_status()["available"]:
+        import triton
+        import triton.language as tl
+        return triton if name == "triton" else tl
+    return StandIn("triton" if name == "triton" else "triton.language")
 
 
 def reinterpret_triton_library() -> None:

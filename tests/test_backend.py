@@ -159,3 +159,21 @@ def test_load_kernels_exposes_decode_unified_and_store_kernels():
     assert callable(kernels.paged_attention.paged_attention_decode)
     assert callable(kernels.unified_attention.unified_attention)
     assert callable(kernels.store_kv.store_kv)
+
+
+def test_without_torch_the_status_blames_torch_not_triton(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as in `pip install pagedlab` (no extra)
+    status = backend._decide()
+    assert status["mode"] == "missing" and not status["available"]
+    assert status["reason"].startswith("torch is not installed")
+    assert "pip install 'pagedlab[attention]'" in status["reason"]
+    assert "uses the torch reference" not in status["reason"]
+
+
+def test_without_triton_on_linux_the_status_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.setattr(sys, "platform", "linux")
+    reason = backend._decide()["reason"]
+    assert reason.startswith("Triton is not installed") and "pagedlab[attention]" in reason
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert "ships for Linux only" in backend._decide()["reason"]

@@ -47,6 +47,26 @@ def test_doctor_reports_versions_gpu_and_triton_mode(capsys):
     assert rows["Colab"] in ("yes", "no")
 
 
+def test_doctor_without_torch_names_torch_and_the_extra(monkeypatch):
+    import sys
+
+    from pagedlab import backend
+    monkeypatch.setitem(sys.modules, "torch", None)   # `pip install pagedlab`, no extra
+    monkeypatch.setattr(backend, "_status", None)      # decide again, for this machine
+    rows = dict(report())
+    assert rows["GPU"] == "unknown (torch is not installed)"
+    assert rows["Triton kernels"].startswith("missing: torch is not installed")
+    assert "Triton is not installed" not in rows["Triton kernels"]
+    assert rows["lessons 01-05"].startswith("ready")
+    assert "PyTorch is not installed" in rows["lessons 06-09"]
+    assert "pip install 'pagedlab[attention]'" in rows["lessons 06-09"]
+
+
+def test_doctor_with_torch_says_the_attention_lessons_are_ready():
+    pytest.importorskip("torch")
+    assert dict(report())["lessons 06-09"].startswith("ready")
+
+
 def test_unknown_command_exits_2(capsys):
     assert cli.main(["fly"]) == 2
     assert "unknown command" in capsys.readouterr().err

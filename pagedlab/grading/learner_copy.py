@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-COMMON = {"__init__", "errors", "sequence"}
+COMMON = {"__init__", "errors", "sequence", "needs"}  # needs: the one-line "install X" errors
 ATTENTION_BASE = COMMON | {"blocks", "prefix_cache", "backend", "triton_compat"}
 KEPT = {
     "ex01": COMMON, "ex02": COMMON, "ex03": COMMON, "ex04": COMMON,

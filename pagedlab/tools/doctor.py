@@ -46,6 +46,15 @@ def _triton() -> str:
     return f"{status['mode']}: {status['reason']}"
 
 
+def _attention_lessons() -> str:
+    """Whether lessons 06-09 can run here: torch is what they cannot do without."""
+    from ..needs import have, missing_line
+    if have("torch"):
+        return "ready" + ("" if have("transformers") else
+                          " (lesson 08 skips the Hugging Face comparison: no transformers)")
+    return missing_line("torch", "lessons 06-09 and exercises 6, 7, 9")
+
+
 def report() -> list[tuple[str, str]]:
     """(what, value) rows describing this machine."""
     from .. import __version__
@@ -62,6 +71,8 @@ def report() -> list[tuple[str, str]]:
         ("GPU", gpu),
         ("compute capability", capability),
         ("Triton kernels", _triton()),
+        ("lessons 01-05", "ready (pure Python)"),
+        ("lessons 06-09", _attention_lessons()),
         ("Colab", "yes" if in_colab() else "no"),
     ]
 

@@ -138,7 +138,7 @@ BLOCK_BUGS = [   # exercise, the bug, and what the hint of every case it fails n
     ("ex01", "blocks_one_too_many", "return -(-len(seq.token_ids) // self.block_size)",
      "return len(seq.token_ids) // self.block_size + 1", ("too many", "allocate would succeed", "it fits")),
     ("ex01", "no_watermark", ">= self.watermark_blocks", ">= 0", ("the watermark",)),
-    ("ex01", "takes_before_checking", """        if not self.can_allocate(seq):
+    ("ex01", "takes_before_checking", """        if need > self.num_free_blocks - self.watermark_blocks:
             raise OutOfBlocks(f"sequence {seq.seq_id} needs {need} blocks, {self.num_free_blocks} "
                               f"free, {self.watermark_blocks} kept back (the watermark)")
         seq.block_table = [self.free_blocks.pop() for _ in range(need)]""", """        seq.block_table = []

@@ -1,7 +1,7 @@
 """Judge a block manager by replaying a script of operations on it and on the reference.
 
 A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4, "ops": [...],
-"features": [...]}`` (and ``"watermark"`` for ex01) with ops ``["allocate", seq_id, tokens]``,
+"features": [...]}`` (and ``"watermark_blocks"`` for ex01) with ops ``["allocate", seq_id, tokens]``,
 ``["can_allocate", seq_id, tokens]``, ``["append", seq_id, token]``, ``["can_append", seq_id,
 None]``, ``["slots", seq_id, [start, end]]``, ``["fork", parent_id, child_id]``, ``["free",
 seq_id, None]``, ``["free_again", seq_id, None]`` (a sequence freed already) and
@@ -192,7 +192,7 @@ def compare(script: dict, expected: list[dict], got: Any, features: frozenset[st
 # ------------------------------------------------------------------ random scripts
 def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
                   kinds: tuple[str, ...], vocab: int = 50, max_len: int = 14,
-                  prefixes: int = 0, watermark: float | None = None) -> dict:
+                  prefixes: int = 0, watermark_blocks: int | None = None) -> dict:
     """A random but valid script (ops only name live sequences, or freed ones for
     "free_again") chosen by the grader."""
     rng = random.Random(seed)
@@ -234,7 +234,7 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
             freed.append(seq_id)
             ops.append(["free", seq_id, None])
     script = {"num_blocks": num_blocks, "block_size": block_size, "ops": ops}
-    return script if watermark is None else {**script, "watermark": watermark}
+    return script if watermark_blocks is None else {**script, "watermark_blocks": watermark_blocks}
 
 
 TOKEN_LISTS = ("allocate", "can_allocate", "free_unknown")   # ops whose argument is a prompt
@@ -245,8 +245,7 @@ def disguise(script: dict, rng: random.Random) -> dict:
 
     Token values are mapped one to one (equal tokens stay equal, so prefix hits are kept); the
     blocks held first belong to a sequence that is never touched again, so the rest of the
-    script sees the same free pool as the hand-made one. (No blocks are held first under a
-    watermark: a bigger pool would keep more blocks back.)"""
+    script sees the same free pool as the hand-made one."""
     ids = sorted({op[1] for op in script["ops"]} | {op[2] for op in script["ops"] if op[0] == "fork"})
     fresh = rng.sample(range(1, 1000), len(ids) + 1)
     new_id = dict(zip(ids, fresh))
@@ -263,7 +262,7 @@ def disguise(script: dict, rng: random.Random) -> dict:
         elif kind == "fork":
             arg = new_id[arg]
         ops.append([kind, new_id[seq_id], arg])
-    held = 0 if script.get("watermark") else rng.randint(0, 3)
+    held = rng.randint(0, 3)
     if held:
         ops.insert(0, ["allocate", fresh[-1], drawn[len(values):len(values) + held * script["block_size"]]])
     return {**script, "num_blocks": script["num_blocks"] + held, "ops": ops}

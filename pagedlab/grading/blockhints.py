@@ -87,7 +87,7 @@ def _step(script: dict, index: int, expected: list, got: list, features: frozens
     num_blocks = script["num_blocks"]
     return _Step(kind, sid, arg, expected[index], got[index],
                  expected[index - 1].get("free", num_blocks), lengths, script["block_size"],
-                 num_blocks, int(script.get("watermark", 0.0) * num_blocks), features,
+                 num_blocks, script.get("watermark_blocks", 0), features,
                  any(op[0] == "free" for op in script["ops"][:index - 1]))
 
 

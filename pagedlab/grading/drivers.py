@@ -71,13 +71,16 @@ def run_script(objects: dict, script: dict) -> list[dict]:
 
     Observed: each op's result, ``num_free_blocks``, every live block table, and per
     ``script["features"]`` the slot mappings ("slots"), token counts ("tokens") and ref counts
-    ("refs"). A script with a ``"watermark"`` passes it to the constructor by keyword.
+    ("refs"). A script's ``"watermark_blocks"`` is set on the manager once it is made (the
+    attribute ``allocate`` and ``can_allocate`` read, as pagedlab's BlockManager does), so every
+    manager is still made as ``BlockManager(num_blocks, block_size)``.
     """
     from pagedlab import Sequence
     features = script.get("features", [])
-    options = {"watermark": script["watermark"]} if "watermark" in script else {}
     try:
-        manager = objects["BlockManager"](script["num_blocks"], script["block_size"], **options)
+        manager = objects["BlockManager"](script["num_blocks"], script["block_size"])
+        if "watermark_blocks" in script:
+            manager.watermark_blocks = script["watermark_blocks"]
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001

@@ -34,7 +34,7 @@ def own_blocks(rng: random.Random) -> dict:
                tokens(rng.randint(2, size * 3))]
     rng.shuffle(prompts)
     need = sum(-(-len(p) // size) for p in prompts)
-    return {"num_blocks": need + rng.randint(0, 2), "block_size": size, "watermark": 0.0,
+    return {"num_blocks": need + rng.randint(0, 2), "block_size": size,
             "ops": [["allocate", n, p] for n, p in enumerate(prompts, start=1)]}
 
 
@@ -42,7 +42,7 @@ def does_not_fit(rng: random.Random) -> dict:
     """A pool partly taken; a prompt one block too big; one that fits exactly; then none."""
     size, num_blocks = rng.choice([2, 4, 8]), rng.randint(5, 9)
     left = rng.randint(1, 3)
-    return {"num_blocks": num_blocks, "block_size": size, "watermark": 0.0, "ops": [
+    return {"num_blocks": num_blocks, "block_size": size, "ops": [
         ["allocate", 1, _blocks(rng, size, num_blocks - left)],
         ["allocate", 2, _blocks(rng, size, left + 1)],
         ["allocate", 3, tokens(size * (num_blocks + rng.randint(0, 2)) + 1)],   # never fits
@@ -51,19 +51,20 @@ def does_not_fit(rng: random.Random) -> dict:
 
 
 def asks_first(rng: random.Random) -> dict:
-    """can_allocate at both sides of the edge, before and after an allocation."""
-    size, num_blocks = rng.choice([2, 3, 4]), rng.randint(4, 8)
-    taken = rng.randint(1, num_blocks - 2)
-    left = num_blocks - taken
-    first = [["can_allocate", 1, tokens(num_blocks * size)],
-             ["can_allocate", 2, tokens(num_blocks * size + 1)]]
+    """can_allocate at both sides of the edge (the watermark's), before and after an allocation."""
+    size, num_blocks, kept = rng.choice([2, 3, 4]), rng.randint(6, 10), rng.randint(1, 2)
+    usable = num_blocks - kept
+    taken = rng.randint(1, usable - 2)
+    left = usable - taken
+    first = [["can_allocate", 1, tokens(usable * size)],
+             ["can_allocate", 2, tokens(usable * size + 1)]]
     later = [["can_allocate", 4, tokens(left * size)], ["can_allocate", 5, tokens(left * size + 1)],
              ["can_allocate", 6, tokens(1)]]
     rng.shuffle(first)
     rng.shuffle(later)
-    return {"num_blocks": num_blocks, "block_size": size, "watermark": 0.0,
+    return {"num_blocks": num_blocks, "block_size": size, "watermark_blocks": kept,
             "ops": first + [["allocate", 3, _blocks(rng, size, taken)]] + later
-            + [["allocate", 7, tokens(left * size)]]}
+            + [["allocate", 7, tokens(left * size)], ["can_allocate", 8, tokens(1)]]}
 
 
 def frees(rng: random.Random) -> dict:
@@ -79,25 +80,22 @@ def frees(rng: random.Random) -> dict:
     ops.insert(rng.randint(3, 5), ["free_again", 1, None])
     ops.insert(rng.randint(1, len(ops)), ["free_unknown", 9, tokens(rng.randint(1, size))])
     ops.insert(len(ops) - rng.randint(0, 1), ["free_again", rng.choice([2, 3]), None])
-    return {"num_blocks": num_blocks, "block_size": size, "watermark": 0.0, "ops": ops}
+    return {"num_blocks": num_blocks, "block_size": size, "ops": ops}
 
 
 def watermark(rng: random.Random) -> dict:
     """Admission stops watermark_blocks short of full; a prompt above the line never fits."""
-    num_blocks = rng.choice([10, 12, 16, 20])
-    fraction = rng.choice([0.1, 0.2, 0.25])
-    kept = int(fraction * num_blocks)
+    num_blocks = rng.randint(8, 16)
+    kept = rng.randint(1, 3)
     size = rng.choice([2, 4])
     usable = num_blocks - kept
     first = rng.randint(1, usable - 2)
-    return {"num_blocks": num_blocks, "block_size": size, "watermark": fraction, "ops": [
-        ["can_allocate", 1, tokens(usable * size)],
-        ["can_allocate", 2, tokens(usable * size + 1)],
+    return {"num_blocks": num_blocks, "block_size": size, "watermark_blocks": kept, "ops": [
         ["allocate", 3, _blocks(rng, size, usable + 1)],          # above the line: never
         ["allocate", 4, _blocks(rng, size, first)],
         ["allocate", 5, _blocks(rng, size, usable - first + 1)],  # one block into the watermark
         ["allocate", 6, _blocks(rng, size, usable - first)],      # up to the line exactly
-        ["can_allocate", 7, tokens(1)],
+        ["allocate", 7, tokens(1)],
         ["free", 4, None],
         ["allocate", 8, _blocks(rng, size, first)]]}
 
@@ -111,8 +109,9 @@ CASES = [
      "All or nothing: decide whether the whole prompt fits before taking any block, and on "
      "failure raise pagedlab.OutOfBlocks with the pool and the ticket as they were.",
      does_not_fit),
-    ("can_allocate says whether allocate would succeed, and changes nothing",
-     "can_allocate answers the question allocate asks itself first; it only looks.",
+    ("can_allocate says whether allocate would succeed",
+     "can_allocate answers the question allocate asks itself first, watermark included; it "
+     "only looks.",
      asks_first),
     ("free returns every block once; a second free or an unknown sequence raises",
      "free gives back the blocks of a sequence this manager holds. A sequence freed already "
@@ -121,7 +120,7 @@ CASES = [
      frees),
     ("the watermark keeps blocks back for running sequences",
      "A new prompt may not take the last watermark_blocks free blocks: running sequences need "
-     "them to grow. can_allocate and allocate agree on that line.",
+     "them to grow; a prompt above that line can never be placed.",
      watermark),
 ]
 
@@ -130,7 +129,7 @@ RANDOM = ("random allocations and frees",
           "Many sequences coming and going: every block is free or on exactly one ticket, and "
           "num_free_blocks counts the free ones.",
           lambda rng: {"num_blocks": rng.randint(10, 16), "block_size": rng.choice([2, 3, 4]),
-                       "num_ops": 40, "watermark": rng.choice([0.0, 0.1, 0.2]),
+                       "num_ops": 40, "watermark_blocks": rng.randint(1, 2),
                        "kinds": ("allocate", "allocate", "can_allocate", "free", "free",
                                  "free_again", "free_unknown")})
 

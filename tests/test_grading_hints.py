@@ -229,3 +229,20 @@ def test_no_case_hint_gives_the_formula_away(exercise_id):
     texts += list(getattr(module, "MISTAKES", {}).values())
     for text in texts:
         assert not any(sign in text for sign in ("//", "ceil(", "block_table[", "sqrt", "% ", " * ")), text
+
+
+def test_a_block_manager_hint_survives_any_observations():
+    """What a learner's manager reports is data: odd values give the case's own hint, not a crash."""
+    import random
+    from pagedlab.grading import blockhints, ex02, judge
+    rng = random.Random(5)
+    odd = [None, -1, True, "x", [], [1, "a"], ["not a list", "x"], {"1": 2}, 10 ** 9]
+    for case in ex02.cases(3):
+        expected = judge.expected_outputs(ex02, [case])[0]
+        for _ in range(40):
+            got = [dict(step) for step in expected]
+            step = got[rng.randrange(1, len(got))]
+            key = rng.choice(["result", "free", "tables", "tokens", "slots"])
+            step[key] = rng.choice(odd) if key != "tables" else {"1": rng.choice(odd)}
+            for index in range(len(got)):
+                assert isinstance(blockhints.diagnose(case.data, index, expected, got, ex02.FEATURES), str)

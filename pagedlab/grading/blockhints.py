@@ -55,9 +55,9 @@ def diagnose(script: dict, index: int, expected: list, got: list, features: froz
     """The broken invariant at view ``index`` (step ``index`` of the traces), or ""."""
     if index == 0 or index >= len(got):
         return ""
-    crashed = got[index].get("result", ["ok"])[:2]
     try:
         step = _step(script, index, expected, got, features)
+        crashed = step.have["result"][:2]
         if crashed[0] == "raised" and crashed[1] not in CALL_ERRORS and step.want["result"][0] == "ok":
             return _crash(step, expected[index - 1])   # the report shows the learner's error
         for rule in RULES:
@@ -214,12 +214,17 @@ def _failed_call_changed_something(s: _Step) -> str:
     return ""
 
 
+def _is_table(value: Any) -> bool:
+    """Whether an observed block table is a list of block ids (not a learner's odd value)."""
+    return isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) for b in value)
+
+
 def _held(s: _Step, side: dict) -> dict[int, list[int]]:
     """Block id -> the sequences whose tables hold it."""
     holders: dict[int, list[int]] = {}
     for sid, table in side["tables"].items():
-        for block in table if isinstance(table, list) else []:
-            if isinstance(block, int) and int(sid) not in holders.setdefault(block, []):
+        for block in table if _is_table(table) else []:
+            if int(sid) not in holders.setdefault(block, []):
                 holders[block].append(int(sid))
     return holders
 
@@ -264,7 +269,7 @@ def _pool_accounting(s: _Step) -> str:
 def _table_lengths(s: _Step) -> str:
     for sid, want in s.want["tables"].items():
         have = s.have["tables"].get(sid)
-        if not isinstance(have, list) or len(have) == len(want):
+        if not _is_table(have) or len(have) == len(want):
             continue
         tokens = s.have.get("tokens", {}).get(sid, s.lengths.get(int(sid), 0) + (
             1 if s.kind == "append" and int(sid) == s.sid else 0))
@@ -291,7 +296,7 @@ def _ref_counts(s: _Step) -> str:
     holders = _held(s, s.have)
     for sid, table in s.have["tables"].items():
         counts = s.have.get("refs", {}).get(sid)
-        if not isinstance(counts, list) or not isinstance(table, list):
+        if not _is_table(counts) or not _is_table(table):
             continue
         for block, count in zip(table, counts):
             if isinstance(block, int) and count != len(holders.get(block, [])):
@@ -352,7 +357,7 @@ def _wrong_slot(s: _Step) -> str:
         ranges.insert(0, (str(s.sid), s.arg[0], s.have["result"][1], s.want["result"][1]))
     for sid, start, slots, wanted in ranges:
         table = s.have["tables"].get(sid)
-        if not isinstance(slots, list) or not isinstance(table, list) or not isinstance(wanted, list):
+        if not _is_table(slots) or not _is_table(table) or not isinstance(wanted, list):
             continue
         count = len(wanted)
         if len(slots) != count:

@@ -113,6 +113,10 @@ def _write_autograder(args: argparse.Namespace) -> int:
         print(f"pagedlab grade: {error}", file=sys.stderr)
         return 1
     print(f"wrote {path}: upload it as the Gradescope autograder")
+    memory = args.memory_mb or gradescope.MEMORY_MB
+    if args.autograder_torch == "cpu" and memory < gradescope.TRITON_MEMORY_MB:
+        print(f"note: {memory} MB per notebook fits exercises 1-6, 8 and 10; the Triton ones (7, 9) "
+              f"need --memory-mb {gradescope.TRITON_MEMORY_MB}")
     print(f"run_autograder runs: pagedlab grade SUBMISSION --gradescope results.json {options}")
     return 0
 

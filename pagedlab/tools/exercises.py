@@ -137,8 +137,6 @@ def main(argv: list[str] | None, root: Path) -> int:
     return 0
 
 
-
-
 def _instructor_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .instructor_formats import InstructorFormatError, write_format
 

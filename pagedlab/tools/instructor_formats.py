@@ -115,6 +115,15 @@ def _cell(cell_type: str, text: str, **metadata) -> dict:
     return cell
 
 
+def _with_ids(notebook: dict, cells: list[dict], exercise: str) -> dict:
+    """``notebook`` holding ``cells``; the new ones get ids where the format has them (4.5+)."""
+    if notebook.get("nbformat", 4) > 4 or notebook.get("nbformat_minor", 0) >= 5:
+        for number, cell in enumerate(cells):
+            cell.setdefault("id", f"{exercise}-added-{number}")
+    notebook["cells"] = cells
+    return notebook
+
+
 def _plain_copy(solution: dict) -> dict:
     """The solution notebook without outputs or widget state, badges pointing at exercises/."""
     notebook = json.loads(json.dumps(solution))
@@ -158,8 +167,7 @@ def nbgrader_notebook(solution: dict, name: str) -> dict:
                     f"assert_case(report, {json.dumps(case_name)})")
             cells.append(_cell("code", text, **_nbgrader(f"{exercise}_case_{case}", grade=True,
                                                           locked=True, points=1)))
-    notebook["cells"] = cells
-    return notebook
+    return _with_ids(notebook, cells, exercise)
 
 
 # ---------------------------------------------------------------------------- otter
@@ -191,8 +199,7 @@ def otter_notebook(solution: dict, name: str, requirements: str = "requirements.
             cells += [_cell("code", _otter_test(case, case_name, call, names))
                       for case, case_name in enumerate(cases)]
             cells += [_cell("raw", "# END TESTS"), _cell("raw", "# END QUESTION")]
-    notebook["cells"] = cells
-    return notebook
+    return _with_ids(notebook, cells, exercise)
 
 
 def _otter_test(case: int, case_name: str, call: str, names: list[str]) -> str:

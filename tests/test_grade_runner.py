@@ -188,3 +188,43 @@ def test_pagedlabs_own_answer_is_not_there_to_hand_in(tmp_path, sandbox, exercis
     report = grade_notebook(path, FAST, seed=1, sandbox=sandbox)
     assert report.score == 0 and len(report.cases) == 6
     assert all(f"is not available while {exercise_id} is graded" in case.got for case in report.cases), report
+
+
+# ------------------------------------------------------------------------ grading options (CLI)
+@pytest.mark.parametrize("argv, limits, seed", [
+    ([], {"memory_mb": 4096, "setup_timeout": 120.0, "case_timeout": None}, None),
+    (["--memory-mb", "700", "--setup-timeout", "90", "--timeout", "5", "--seed", "9"],
+     {"memory_mb": 700, "setup_timeout": 90.0, "case_timeout": 5.0}, 9),
+])
+def test_grading_options_reach_the_runner(monkeypatch, argv, limits, seed):
+    from pagedlab.grading import command
+    seen = {}
+
+    def grade(path, given, seed, sandbox):
+        seen.update(limits=given, seed=seed)
+        raise notebook.NotebookError("stopped here by the test")
+
+    monkeypatch.setattr(command, "grade_notebook", grade)
+    command.main([str(SOLUTION), "--isolation", "auto", *argv])
+    assert {key: getattr(seen["limits"], key) for key in limits} == limits
+    assert seen["seed"] == seed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--memory-mb", "10"], "--memory-mb must be at least 64"),
+    (["--setup-timeout", "0"], "--setup-timeout must be positive"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--visibility", "later"], "invalid choice"),
+])
+def test_bad_grading_options_are_refused_with_the_fix(argv, message, capsys):
+    from pagedlab.grading import command
+    with pytest.raises(SystemExit):
+        command.main([str(SOLUTION), *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_visibility_reaches_results_json(tmp_path):
+    from pagedlab.grading import command
+    out = tmp_path / "results.json"
+    assert command.main([str(SOLUTION), "--gradescope", str(out), "--visibility", "hidden"]) == 0
+    assert {t["visibility"] for t in json.loads(out.read_text())["tests"]} == {"hidden"}

@@ -166,3 +166,20 @@ def test_otter_gives_the_solution_full_marks_and_the_stub_zero(tools, tmp_path):
         stub_score = otter_score(tools, autograder, student, tmp_path / "out" / name / "stub")
         assert solution_score[1] >= 5 and solution_score[0] == solution_score[1], solution_score
         assert stub_score == (0, solution_score[1]), stub_score
+
+
+def test_assert_case_and_assert_passes_raise_with_the_failure_and_pass_silently():
+    from pagedlab.grading.asserts import assert_case, assert_passes
+    from pagedlab.grading.report import CaseResult, Report
+    report = Report("ex01", "t", [CaseResult("fits", True),
+                                  CaseResult("all or nothing", False, expected="3", got="4")])
+    assert assert_case(report, "fits") is None
+    with pytest.raises(AssertionError, match="all or nothing: expected 3; got 4"):
+        assert_case(report, "all or nothing")
+    with pytest.raises(AssertionError, match="no case 'gone'"):
+        assert_case(report, "gone")
+    with pytest.raises(AssertionError, match="1 of 2 cases failed"):
+        assert_passes(report)
+    assert assert_passes(Report("ex01", "t", [CaseResult("fits", True)])) is None
+    with pytest.raises(AssertionError, match="no case ran"):
+        assert_passes(Report("ex01", "t", []))

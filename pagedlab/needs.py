@@ -18,7 +18,7 @@ import importlib.util
 import sys
 import types
 
-from .errors import PagedLabError
+from .errors import InvalidConfig, PagedLabError
 
 COLAB = "or open this notebook in Colab, where it is ready"
 
@@ -48,7 +48,6 @@ class MissingPart(PagedLabError, ImportError):
 
 def _check_part(part: str) -> None:
     if part not in PARTS:
-        from .errors import InvalidConfig
         raise InvalidConfig(f"unknown part {part!r}: choose one of {', '.join(PARTS)}")
 
 
@@ -61,6 +60,8 @@ def missing_line(part: str, needed_for: str) -> str:
                 f"elsewhere the lessons use the torch reference.")
     if part == "gpu":
         return f"There is no CUDA GPU here (needed for {needed_for}): {how}."
+    if part in ("torch", "triton") and sys.version_info >= (3, 14):
+        how += " in Python 3.10-3.13 (torch has no wheel for this Python yet)"
     return f"{name} is not installed here (needed for {needed_for}): {how} ({COLAB})."
 
 

@@ -44,6 +44,12 @@ def test_triton_off_linux_says_it_ships_for_linux_only(monkeypatch):
     assert "Linux only" in line and "Colab" in line and "pip install" not in line
 
 
+def test_on_python_3_14_torch_is_missing_says_which_pythons_have_it(monkeypatch):
+    monkeypatch.setattr(sys, "version_info", (3, 14, 0, "final", 0))
+    line = needs.missing_line("torch", "lesson 06")
+    assert "Python 3.10-3.13" in line and "Colab" in line
+
+
 def test_no_gpu_says_how_to_get_one_in_colab(monkeypatch):
     hide(monkeypatch, "torch")
     with pytest.raises(pl.MissingPart, match="no CUDA GPU here.*T4 GPU"):
@@ -126,3 +132,25 @@ def test_colab_has_its_own_widget_front_end(monkeypatch):
 
 def test_this_environment_draws_widgets():
     assert needs.widget_front_end_problem() is None  # make install's ipywidgets 8 + JupyterLab 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ex07_triton_kernel", "ex09_unified_kernel"])
+def test_a_kernel_exercise_without_triton_explains_and_stops_at_the_launch_in_one_line(name):
+    # macOS and Windows: the kernel cell still defines the kernel; its first launch says why not.
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+    notebook = nbformat.read(Path(__file__).parents[1] / "exercises" / f"{name}.ipynb", 4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(
+        "import sys\nsys.modules['triton'] = None  # as if Triton were not installed"))
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3")
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as info:
+        client.execute()
+    assert info.value.ename == "MissingPart"
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert "Triton is not installed" in printed and "Without Triton you can write" in printed
+    (error,) = [o for o in outputs if o.output_type == "error"]
+    (line,) = error.traceback
+    assert "Triton is not installed here (needed for launching my_" in line

@@ -43,6 +43,35 @@ c.ExecutePreprocessor.timeout = 900
 """
 
 
+NEXT_STEPS = {
+    "nbgrader": """# pagedlab exercises for nbgrader
+
+In this folder, with nbgrader installed (`pip install 'pagedlab[instructor]'`, venv active):
+
+    nbgrader generate_assignment ex01_block_manager     # release/: the student copy
+    # submissions go to submitted/<student>/ex01_block_manager/ex01_block_manager.ipynb
+    nbgrader autograde ex01_block_manager --create
+    nbgrader export                                     # grades.csv
+
+Each case of the exercise is a locked grade cell of 1 point that raises when the case fails.
+They run in the student's kernel on the public cases of `pl.check`: for a grade the student
+cannot game, use `pagedlab grade` (a sandbox, cases drawn afresh).
+""",
+    "otter": """# pagedlab exercises for otter-grader
+
+With otter-grader installed (`pip install 'pagedlab[instructor]'`):
+
+    otter assign ex01_block_manager/ex01_block_manager.ipynb dist/ex01
+    # dist/ex01/student/: hand it out; dist/ex01/autograder/*.zip: Gradescope or otter run
+    otter run -a dist/ex01/autograder/ex01_block_manager-autograder_*.zip SUBMISSION.ipynb
+
+requirements.txt (here) is what otter's Gradescope image installs: pagedlab from the course's
+repository. Each case is a test of 1 point, run in the student's kernel on the public cases of
+`pl.check`: for a grade the student cannot game, use `pagedlab grade`.
+""",
+}
+
+
 class InstructorFormatError(ValueError):
     """A solution notebook that cannot be written in an instructor tool's format."""
 
@@ -232,7 +261,7 @@ def write_format(fmt: str, solutions_dir: Path, output: Path, pattern: str) -> l
     paths = sorted(Path(solutions_dir).glob(pattern))
     if not paths:
         raise InstructorFormatError(f"no {pattern} in {solutions_dir}")
-    written = []
+    written = [_write(output / "README.md", NEXT_STEPS[fmt])]
     if fmt == "nbgrader":
         written.append(_write(output / "nbgrader_config.py", NBGRADER_CONFIG))
     else:

@@ -120,18 +120,23 @@ def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     for tokens, seq_of, row, visible, table in batch.buckets:
         s, T, L = visible.shape
         if T == 1:  # decode: one query per sequence, nothing to pad
-            qp = q[tokens].view(s, 1, nh, hs)  # (s, 1, nh, hs)
+            qp = q.index_select(0, tokens).view(s, 1, nh, hs)  # (s, 1, nh, hs)
         else:
             qp = q.new_zeros(s, T, nh, hs)  # (s, T, nh, hs) the bucket's queries, padded
-            qp[seq_of, row] = q[tokens]
-        k = k_cache[table].flatten(1, 2)  # (s, L, n_kv, hs) each table's blocks, in order
-        v = v_cache[table].flatten(1, 2)  # (s, L, n_kv, hs)
+            qp[seq_of, row] = q.index_select(0, tokens)
+        # Each table's blocks, in order. (index_select of whole blocks, not k_cache[table]: the
+        # same gather, about twice as fast on a CPU, where this is the engine's largest cost.)
+        k = k_cache.index_select(0, table.flatten()).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
+        v = v_cache.index_select(0, table.flatten()).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
         if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
             k = k.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
             v = v.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
         out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2),
                                              v.transpose(1, 2), attn_mask=visible[:, None])
-        y[tokens] = out.transpose(1, 2)[seq_of, row]  # (s, nh, T, hs) -> (n, nh, hs) packed
+        if T == 1:  # (s, nh, 1, hs) -> (s, nh, hs), already in the bucket's order
+            y.index_copy_(0, tokens, out.squeeze(2))
+        else:  # (s, nh, T, hs) -> (n, nh, hs) packed
+            y.index_copy_(0, tokens, out.transpose(1, 2)[seq_of, row])
     return y
 
 

@@ -179,7 +179,7 @@ class Scheduler(PrefillScheduling):
         if num_tokens is None:  # the whole prompt (checked every step while requests wait)
             needed = bm.blocks_to_allocate if cache_hits else bm.blocks_needed
             return sum(needed(seq) for seq in group.seqs) + self._blocks_to_grow(group)
-        if cache_hits:
+        if cache_hits and bm.enable_prefix_caching:
             blocks = sum(bm.blocks_to_allocate(seq, n) for seq, n in zip(group.seqs, num_tokens))
         else:
             blocks = sum(-(-n // size) for n in num_tokens)
@@ -284,6 +284,7 @@ class Scheduler(PrefillScheduling):
         kept, reserved, extra_seqs = [], 0, 0  # locals: this loop is hot
         lo, hi = 0, len(queue)
         size, free = bm.block_size, bm.num_free_blocks
+        first_slot = 1 % size  # len % size when the newest token opens a block
         while lo < hi:
             group = queue[lo]
             lo += 1
@@ -292,17 +293,18 @@ class Scheduler(PrefillScheduling):
                 seq = group.seqs[0]
                 length = len(seq.token_ids)
                 filled = length % size
-                if seq.num_computed_tokens < length - 1:
-                    prefilling, need = True, 0  # its next chunk comes from the budget left
-                elif filled == 1 % size and len(seq.block_table) * size < length:
-                    need = self._decode_need(group)  # a prefill that stopped one token short
-                else:
+                if seq.num_computed_tokens == length - 1 and (
+                        filled != first_slot or len(seq.block_table) * size >= length):
                     need = 0 if filled else 1
                     if need <= free - reserved:  # it fits: keep it and go on
                         kept.append(group)
                         reserved += need
                         seq.num_computed_tokens = length  # its last token is computed now
                         continue
+                elif seq.num_computed_tokens < length - 1:
+                    prefilling, need = True, 0  # its next chunk comes from the budget left
+                else:
+                    need = self._decode_need(group)  # a prefill that stopped one token short
             else:
                 prefilling = group.is_prefilling
                 need = 0 if prefilling else self._decode_need(group)
@@ -366,12 +368,27 @@ class Scheduler(PrefillScheduling):
             raise InvalidConfig(f"got {len(next_tokens)} next tokens for {len(out.sampled)} "
                                 "sampled sequences: give one entry per out.sampled sequence")
         finished = set(finished)
-        if not set(map(type, next_tokens)) <= {int} or finished:
+        one_token_each = set(map(type, next_tokens)) <= {int}
+        if not one_token_each or finished:
             self._validate(out, next_tokens, finished)
         self._last = None
         bm, result = self.block_manager, UpdateOutput()
-        append, copies = bm.append_token, self._pending_copies
         started, done = result.started, result.finished
+        if one_token_each and len(out.groups) == len(next_tokens):
+            # The common case, kept lean: each request samples one sequence, one token.
+            # (bm._append_tokens: append_tokens without its checks, which the two lines above did)
+            self._pending_copies += bm._append_tokens(out.sampled, next_tokens)
+            for group, seq in zip(out.groups, out.sampled):
+                if len(seq.token_ids) >= group.stop_len or seq.seq_id in finished:
+                    self._finish(group, seq)
+                    done.append(group)
+                if not group.started:
+                    group.started = True
+                    started.append(group)
+            if done:
+                self.running = [group for group in self.running if group.seqs]
+            return result
+        append, copies = bm.append_token, self._pending_copies
         i = 0
         for group in out.groups:
             seqs = group.seqs

@@ -25,15 +25,17 @@ SANDBOX_NAMES = {"kernel": kernel_check.KERNEL}     # what the sandbox hands the
 REFERENCE_DRIVER = "run_attention"                  # the reference is a function, not a kernel
 TOLERANCE = 1e-4
 
-HINTS = [
-    "Load the physical block id from the block table, then the block's keys; scores = "
-    "sum(k * q) * scale; keep a running max m, sum l and weighted sum acc.",
-    "Mask the tokens past context_len: their scores must be -inf (and their loads masked).",
-    "Read block_tables[seq, logical_block] for every block: blocks can be anywhere.",
+HINTS = [   # what each case tests; the mismatch's own diagnosis (MISTAKES) replaces it
+    "Every block of the sequence counts: follow the block table to each one, score its keys "
+    "against the query, and fold the scores into the running softmax as you go.",
+    "The last block is only partly filled: the rows past context_len hold no context, so they "
+    "must take no share of the softmax (and must not be loaded).",
+    "Blocks can be anywhere in the cache: where logical block i lives is in the table.",
     "Several query heads share one KV head: the offsets of your loads must pick the keys and "
     "values of this program's kv_head (worked out for you above the loop).",
-    "Each program loops over its own sequence's blocks: cdiv(context_len, BLOCK_SIZE).",
-    "Online softmax: when the max grows, rescale l and acc by exp(m_old - m_new).",
+    "Sequences have different lengths: each program stops after its own sequence's last block.",
+    "A later block can hold a larger score than any before it: what was summed under the older "
+    "maximum must be brought to the new one.",
 ]
 
 

@@ -31,6 +31,7 @@ from pagedlab.tools import site
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build"
+ARTIFACTS = ROOT / "tests" / "artifacts"   # screenshots of a failed browser run
 SITE_VENV = CACHE / "venv-site"
 KERNEL_INDEX = "./extensions/@jupyterlite/pyodide-kernel-extension/static/pypi/all.json"
 LOCK = {"info": {"abi_version": "2026_0", "arch": "wasm32", "platform": "emscripten_5_0_3",
@@ -208,8 +209,6 @@ try {
 import contextlib, io, json, sys
 import micropip
 job = json.loads(job)
-for name, version in job["mocks"].items():
-    micropip.add_mock_package(name, version)
 await micropip.install(job["piplite"])
 import piplite.piplite
 piplite.piplite._PIPLITE_URLS = job["urls"]
@@ -277,29 +276,52 @@ def pure_cells(site_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 
 
-def pyodide_runtime(lock_dir: Path, folder: Path, roots: tuple[str, ...]) -> Path:
-    """A copy of the npm runtime with the pure packages of its lock that the run loads (``roots``
-    and what they depend on) put beside it from PyPI, at the lock's versions: the CDN holds them."""
-    runtime = folder / "runtime"
-    shutil.copytree(lock_dir, runtime)
+STAND_INS = ("numpy", "matplotlib")   # binary wheels on Pyodide's CDN: empty stand-ins here
+
+
+def stand_in_wheel(folder: Path, name: str, version: str) -> Path:
+    """A wheel named ``name`` that installs an empty package: counts as installed, does nothing."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": "# a stand-in: the real wheel is on Pyodide's CDN\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             f"{info}/RECORD": ""}
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> Path:
+    """Pyodide as its CDN would serve it to the site's kernel: the npm package's runtime, the
+    pure packages of its lock that the kernel and pagedlab load (from PyPI, at the lock's
+    versions) and stand-ins for the binary ones. The lock is rewritten to these files."""
+    runtime = tmp_path_factory.mktemp("pyodide") / "runtime"
+    shutil.copytree(site.fetch_pyodide(CACHE), runtime)
     lock = json.loads((runtime / "pyodide-lock.json").read_text())
     packages = {canonicalize_name(name): entry for name, entry in lock["packages"].items()}
-    names, queue = set(), list(roots)
+    names, queue = set(), ["micropip", "tqdm", "ipython", "jedi"]   # the kernel's, pagedlab's
     while queue:
         name = canonicalize_name(queue.pop())
         if name not in names:
             names.add(name)
             queue += packages[name]["depends"]
     wanted = tuple(f"{name}=={packages[name]['version']}" for name in sorted(names))
-    for wheel in site.download_wheels(wanted, runtime, lock):
+    wheels = site.download_wheels(wanted, runtime, lock)
+    wheels += [stand_in_wheel(runtime, name, packages[name]["version"]) for name in STAND_INS]
+    for wheel in wheels:
         entry = packages[canonicalize_name(wheel.name.split("-")[0])]
         entry["file_name"] = wheel.name   # PyPI's file, not Pyodide's rebuild: its own digest
         entry["sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if wheel.name.split("-")[0] in STAND_INS:
+            entry["depends"] = []
     (runtime / "pyodide-lock.json").write_text(json.dumps(lock))
     return runtime
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(built):
     """The built site over HTTP on 127.0.0.1, as a browser would fetch it."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -313,22 +335,21 @@ def served(built):
     server.shutdown()
 
 
+def piplite_urls(output: Path) -> list[str]:
+    config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
+    return config["litePluginSettings"][site.KERNEL_PLUGIN]["pipliteUrls"]
+
+
 @pytest.mark.slow
-def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(built, served, tmp_path):
+def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(
+        built, served, runtime, tmp_path):
     if shutil.which("node") is None:
         pytest.skip("Node.js not found: apt-get install nodejs npm, to run pagedlab in Pyodide")
     output, _ = built
-    lock_dir = site.fetch_pyodide(CACHE)
-    lock = json.loads((lock_dir / "pyodide-lock.json").read_text())
-    runtime = pyodide_runtime(lock_dir, tmp_path, ("micropip", "tqdm", "ipython"))
-    # Binary wheels, from the CDN in a browser, out of reach here: counted as installed.
-    mocks = {name: lock["packages"][name]["version"] for name in ("numpy", "matplotlib")}
-    config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
-    urls = config["litePluginSettings"][site.KERNEL_PLUGIN]["pipliteUrls"]
     piplite = next((output / KERNEL_INDEX).parent.glob("piplite-*.whl")).name
     lessons = pure_cells(output)
     assert sum(len(cells) for cells, _ in lessons.values()) >= 10
-    job = {"mocks": mocks, "urls": [served + url[1:] for url in urls], "preamble": PREAMBLE,
+    job = {"urls": [served + url[1:] for url in piplite_urls(output)], "preamble": PREAMBLE,
            "piplite": f"{served}{KERNEL_INDEX[1:].rsplit('/', 1)[0]}/{piplite}",
            "cells": {name: cells for name, (cells, _) in lessons.items()}}
     (tmp_path / "job.json").write_text(json.dumps(job))
@@ -351,3 +372,91 @@ def test_pyodide_installs_pagedlab_from_the_site_and_runs_the_lessons_code(built
     assert result.finished == 200 and result.preemptions > 0
     assert "6/6 cases passed" in seen["check"]
     assert seen["printed"] == {name: printed for name, (_, printed) in lessons.items()}
+
+
+# ---------------------------------------------------------------------------- in a browser
+
+PYODIDE_CDN = f"https://cdn.jsdelivr.net/pyodide/v{site.PYODIDE_VERSION}/full/"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"   # in each lesson
+VISIBLE_PANEL = ("[...document.querySelectorAll('.jp-NotebookPanel')]"
+                 ".find(panel => !panel.classList.contains('lm-mod-hidden'))")
+KERNEL_IDLE = f"""() => {{ const panel = {VISIBLE_PANEL}; if (!panel) return false;
+    const name = panel.querySelector('.jp-KernelName');
+    const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+    return name && /Pyodide/.test(name.textContent)
+        && status && status.getAttribute('data-status') === 'idle'; }}"""
+ALL_RAN = rf"""() => {{ const panel = {VISIBLE_PANEL};
+    const prompts = panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt');
+    const status = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+    return /\[\d+\]/.test(prompts[prompts.length - 1].textContent)
+        && status.getAttribute('data-status') === 'idle'; }}"""
+
+
+@pytest.fixture(scope="module")
+def lite_browser(runtime, served, tmp_path_factory):
+    """Headless Chromium whose requests to Pyodide's CDN get the local runtime; every other
+    address outside the site is refused and listed in ``context.refused``."""
+    chromium = shutil.which("chromium")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+    if chromium is None or sync_api is None:
+        pytest.skip("needs chromium and playwright: make chromium; pip install -e '.[dev]'")
+
+    refused: list[str] = []
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(served):
+            return request_route.continue_()
+        path = runtime / url[len(PYODIDE_CDN):].split("?")[0]
+        if url.startswith(PYODIDE_CDN) and path.is_file():
+            kind = {".mjs": "text/javascript", ".wasm": "application/wasm"}.get(path.suffix)
+            return request_route.fulfill(body=path.read_bytes(),
+                                         content_type=kind or "application/octet-stream")
+        refused.append(url)
+        return request_route.abort()
+
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,
+            headless=True, service_workers="block", viewport={"width": 1400, "height": 1000},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        context.set_default_timeout(120_000)
+        context.route("**/*", route)
+        context.refused = refused
+        yield context
+        context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+# The lessons none of whose cells draw with matplotlib (03 and 05 do: only the CDN has it).
+@pytest.mark.parametrize("lesson", ["01_parking_garage", "03b_how_many_requests_fit"])
+def test_a_lesson_runs_all_its_cells_in_the_site_in_chromium(lite_browser, served, built, lesson):
+    page = lite_browser.new_page()
+    page.goto(f"{served}/lab/index.html?path={lesson}.ipynb")
+    page.wait_for_function(KERNEL_IDLE)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    try:
+        page.wait_for_function(ALL_RAN, timeout=120_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"site_failed_{lesson}.png"), full_page=True)
+        raise
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    errors = panel.locator("[data-mime-type='application/vnd.jupyter.error']")
+    assert errors.count() == 0, errors.first.inner_text()
+    text = panel.text_content()   # off-screen cells too (inner_text skips them)
+    _, printed = pure_cells(built[0])[lesson]
+    for lines in printed:   # what the cells print here, they print there
+        first = lines.strip().splitlines()[0].strip() if lines.strip() else ""
+        if first and not first.startswith("<IPython.core.display"):   # display() drew it there
+            assert first in text, lines
+    assert panel.locator(".jupyter-widgets").count() > 0   # the widgets drew
+    assert set(lite_browser.refused) <= {COLAB_BADGE}, lite_browser.refused
+    page.close()

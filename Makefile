@@ -108,9 +108,12 @@ clean:
 # The pure lessons (01-03, 03b, 05) as a JupyterLite site in build/site: static files that run
 # in the browser (Pyodide), the course's wheel bundled. Its build tools (pinned in
 # pagedlab/tools/site.py) live in a venv of their own; npm fetches Pyodide's package list.
+# The site loads Pyodide from its CDN; SITE_PYODIDE=pyodide-314.0.6.tar.bz2 (URL, path or the
+# unpacked folder, from Pyodide's GitHub releases) puts it in the site instead.
 SITE_VENV  ?= build/venv-site
 SITE_STAMP := $(SITE_VENV)/.pagedlab-installed
 SITE_OUT   ?= build/site
+SITE_PYODIDE ?=
 .PHONY: site
 
 $(SITE_STAMP): pagedlab/tools/site.py | $(STAMP)
@@ -118,4 +121,5 @@ $(SITE_STAMP): pagedlab/tools/site.py | $(STAMP)
 	touch $(SITE_STAMP)
 
 site: $(STAMP) $(SITE_STAMP)
-	$(BIN)/python -m pagedlab.tools.site build --jupyter $(SITE_VENV)/bin/jupyter --output $(SITE_OUT)
+	$(BIN)/python -m pagedlab.tools.site build --jupyter $(SITE_VENV)/bin/jupyter --output $(SITE_OUT) \
+	    $(if $(SITE_PYODIDE),--pyodide $(SITE_PYODIDE))

@@ -321,18 +321,26 @@ def runtime(tmp_path_factory) -> Path:
     return runtime
 
 
-@pytest.fixture(scope="module")
-def served(built):
-    """The built site over HTTP on 127.0.0.1, as a browser would fetch it."""
+@contextlib.contextmanager
+def serving(folder: Path):
+    """``folder`` over HTTP on 127.0.0.1, as a browser would fetch a published site."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    handler = functools.partial(Quiet, directory=str(built[0]))
+    handler = functools.partial(Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(built):
+    with serving(built[0]) as address:
+        yield address
 
 
 def piplite_urls(output: Path) -> list[str]:
@@ -405,13 +413,15 @@ def lite_browser(runtime, served, tmp_path_factory):
         pytest.skip("needs chromium and playwright: make chromium; pip install -e '.[dev]'")
 
     refused: list[str] = []
+    from_cdn: list[str] = []
 
     def route(request_route):
         url = request_route.request.url
-        if url.startswith(served):
+        if url.startswith("http://127.0.0.1:"):   # the sites under test
             return request_route.continue_()
         path = runtime / url[len(PYODIDE_CDN):].split("?")[0]
         if url.startswith(PYODIDE_CDN) and path.is_file():
+            from_cdn.append(url)
             kind = {".mjs": "text/javascript", ".wasm": "application/wasm"}.get(path.suffix)
             return request_route.fulfill(body=path.read_bytes(),
                                          content_type=kind or "application/octet-stream")
@@ -427,18 +437,17 @@ def lite_browser(runtime, served, tmp_path_factory):
                   "--disable-component-update", "--disable-sync"])
         context.set_default_timeout(120_000)
         context.route("**/*", route)
-        context.refused = refused
+        context.refused, context.from_cdn = refused, from_cdn
         yield context
         context.close()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-# The lessons none of whose cells draw with matplotlib (03 and 05 do: only the CDN has it).
-@pytest.mark.parametrize("lesson", ["01_parking_garage", "03b_how_many_requests_fit"])
-def test_a_lesson_runs_all_its_cells_in_the_site_in_chromium(lite_browser, served, built, lesson):
-    page = lite_browser.new_page()
-    page.goto(f"{served}/lab/index.html?path={lesson}.ipynb")
+def run_all_in_chromium(browser, address: str, lesson: str, site_dir: Path) -> None:
+    """Open ``lesson`` in the site at ``address``, Run All, and check what it shows."""
+    page = browser.new_page()
+    page.goto(f"{address}/lab/index.html?path={lesson}.ipynb")
     page.wait_for_function(KERNEL_IDLE)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
@@ -452,11 +461,35 @@ def test_a_lesson_runs_all_its_cells_in_the_site_in_chromium(lite_browser, serve
     errors = panel.locator("[data-mime-type='application/vnd.jupyter.error']")
     assert errors.count() == 0, errors.first.inner_text()
     text = panel.text_content()   # off-screen cells too (inner_text skips them)
-    _, printed = pure_cells(built[0])[lesson]
+    _, printed = pure_cells(site_dir)[lesson]
     for lines in printed:   # what the cells print here, they print there
         first = lines.strip().splitlines()[0].strip() if lines.strip() else ""
         if first and not first.startswith("<IPython.core.display"):   # display() drew it there
             assert first in text, lines
     assert panel.locator(".jupyter-widgets").count() > 0   # the widgets drew
-    assert set(lite_browser.refused) <= {COLAB_BADGE}, lite_browser.refused
+    assert set(browser.refused) <= {COLAB_BADGE}, browser.refused
     page.close()
+
+
+# Lessons 01 and 03b: none of their cells draw with matplotlib (03 and 05 do; the CDN has it).
+@pytest.mark.slow
+@pytest.mark.browser
+def test_lesson_03b_runs_all_its_cells_in_the_site_in_chromium(lite_browser, served, built):
+    run_all_in_chromium(lite_browser, served, "03b_how_many_requests_fit", built[0])
+    assert any(url.endswith("pyodide.asm.wasm") for url in lite_browser.from_cdn)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_lesson_01_runs_in_a_site_with_pyodide_bundled_and_nothing_from_the_cdn(
+        lite_browser, runtime, tmp_path):
+    output = tmp_path / "site"
+    site.build(output, SITE_VENV / "bin" / "jupyter", root=ROOT, cache=CACHE, pyodide=runtime)
+    config = json.loads((output / "jupyter-lite.json").read_text())["jupyter-config-data"]
+    kernel = config["litePluginSettings"][site.KERNEL_PLUGIN]
+    assert kernel["pyodideUrl"] == "./static/pyodide/pyodide.mjs"
+    assert (output / "static" / "pyodide" / "pyodide.asm.wasm").exists()
+    lite_browser.from_cdn.clear()
+    with serving(output) as address:
+        run_all_in_chromium(lite_browser, address, "01_parking_garage", output)
+    assert lite_browser.from_cdn == []

@@ -236,8 +236,13 @@ def site_lesson(notebook: dict, name: str) -> dict:
     return {**notebook, "metadata": metadata, "cells": cells}
 
 
-def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | None = None) -> Path:
-    """Build the site into ``output`` (replaced). Returns the site's pagedlab wheel."""
+def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | None = None,
+          pyodide: str | None = None) -> Path:
+    """Build the site into ``output`` (replaced). Returns the site's pagedlab wheel.
+
+    ``pyodide``: a Pyodide distribution to serve from the site instead of the CDN: the URL or
+    path of pyodide-PYODIDE_VERSION.tar.bz2 from Pyodide's releases, or an unpacked folder.
+    """
     root = Path(root or repository_root())
     cache = Path(cache or root / "build")
     if not Path(jupyter).exists():
@@ -257,8 +262,18 @@ def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | N
                 json.dumps(site_lesson(notebook, name), indent=1) + "\n")
         if output.exists():
             shutil.rmtree(output)
+        bundle = ["--pyodide", str(pyodide)] if pyodide else []
+        if pyodide and "://" not in str(pyodide) and not Path(pyodide).exists():
+            raise SiteError(f"{pyodide} not found: pass the URL or path of "
+                            f"pyodide-{PYODIDE_VERSION}.tar.bz2, or its unpacked folder")
+        if pyodide and Path(pyodide).is_dir():   # jupyter lite build serves lite/static/pyodide
+            if not (Path(pyodide) / "pyodide.mjs").exists():
+                raise SiteError(f"{pyodide} holds no pyodide.mjs: pass an unpacked Pyodide "
+                                f"{PYODIDE_VERSION} distribution (its folder 'pyodide')")
+            shutil.copytree(pyodide, lite / "static" / "pyodide")
+            bundle = []
         _run([str(Path(jupyter).absolute()), "lite", "build", "--lite-dir", str(lite), "--contents",
-              str(lite / "content"), "--output-dir", str(output)], "jupyter lite build",
+              str(lite / "content"), "--output-dir", str(output), *bundle], "jupyter lite build",
              cwd=lite)  # where it keeps its .jupyterlite.doit.db
     if not (output / "extensions" / WIDGET_MANAGER).is_dir():
         shutil.rmtree(output)
@@ -300,12 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     site = commands.add_parser("build", help="build the JupyterLite site")
     site.add_argument("--output", type=Path, default=Path("build/site"))
     site.add_argument("--jupyter", type=Path, default=Path("build/venv-site/bin/jupyter"))
+    site.add_argument("--pyodide", metavar="URL_OR_PATH",
+                      help=f"serve this Pyodide {PYODIDE_VERSION} distribution from the site "
+                           "(pyodide-*.tar.bz2, or its unpacked folder), not from the CDN")
     args = parser.parse_args(argv)
     try:
         if args.command == "install-tools":
             print(f"site tools in {install_tools(args.venv).parent.parent}")
         else:
-            wheel = build(args.output, args.jupyter)
+            wheel = build(args.output, args.jupyter, pyodide=args.pyodide)
             print(f"site in {args.output} ({', '.join(PURE_LESSONS)}; {wheel.name}); "
                   f"serve it: python -m http.server -d {args.output}")
     except SiteError as error:

@@ -7,12 +7,12 @@ that installs that wheel from the site itself (``piplite``, JupyterLite's ``micr
 runs ``jupyter lite build`` (jupyterlite-core and its Pyodide kernel, in a venv of their own:
 ``install-tools``). The result is static files: serve it from any web server or GitHub Pages.
 Python runs in the browser (Pyodide), whose runtime and binary packages (numpy, matplotlib)
-load from Pyodide's CDN; pagedlab and the pure wheels it needs beyond Pyodide's own come from
-the site.
+load from Pyodide's CDN unless ``--pyodide`` puts a Pyodide distribution into the site;
+pagedlab and the pure wheels it needs beyond Pyodide's own always come from the site.
 
-Before it builds, it checks the wheels against micropip's rules (:func:`micropip_problems`) and
-Pyodide's package list (``pyodide-lock.json``, from the ``pyodide`` npm package of the version
-the kernel loads). See notebooks/00_start_here.ipynb.
+Once built, it checks the site's wheels against micropip's rules (:func:`micropip_problems`)
+and Pyodide's package list (``pyodide-lock.json``, from the ``pyodide`` npm package of the
+version the kernel loads). How to publish the site: README.md, "The course in the browser".
 """
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ were. See notebooks/01_parking_garage.ipynb, 02_pages_and_block_tables.ipynb, 04
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from operator import index as _as_int
 from typing import Iterable
 
@@ -24,8 +23,6 @@ from .errors import (DoubleFree, InvalidConfig, OutOfBlocks, PagedLabError, Unkn
                      check_fraction, check_index, check_int)
 from .prefix_cache import PrefixCache, block_hashes, next_block_hash
 from .sequence import Sequence
-
-_seq_id = attrgetter("seq_id")
 
 
 class AlreadyAllocated(PagedLabError, ValueError):
@@ -328,54 +325,6 @@ class BlockManager:
             table.append(self._take_block())
         tokens.append(token_id)
         return copy
-
-    def append_tokens(self, seqs: list[Sequence], token_ids: list[int]) -> list[tuple[int, int]]:
-        """``append_token`` for each sequence and its token, all or nothing; returns the block
-        copies in order. Each sequence at most once.
-
-        The scheduler's hot loop: one call a step instead of one a sequence (``bench_simulate.py``
-        measured the calls saved at ~8% of the simulator's time).
-        """
-        if len(seqs) != len(token_ids) or len(set(map(_seq_id, seqs))) != len(seqs):
-            raise InvalidConfig(f"append_tokens takes one token for each of {len(seqs)} distinct "
-                                f"sequences, got {len(token_ids)} tokens: pair them up")
-        if not set(map(type, token_ids)) <= {int}:
-            token_ids = [self._as_token(token_id) for token_id in token_ids]
-        return self._append_tokens(seqs, token_ids)
-
-    def _append_tokens(self, seqs: list[Sequence], token_ids: list[int]) -> list[tuple[int, int]]:
-        """append_tokens for distinct sequences and int tokens (the scheduler checked both).
-
-        Appends into a sequence's own partly filled last block happen as they are checked; the
-        others (a new block, or a copy of a shared one) wait until every sequence is known live
-        and the free blocks suffice. On an error the appends made are undone: nothing changed.
-        """
-        live, ref, size, later = self._live, self._ref, self.block_size, []
-        for seq, token_id in zip(seqs, token_ids):
-            if live.get(seq.seq_id) is not seq:
-                self._undo_appends(seqs, seq, later)
-                self._require_live(seq, "append_tokens")
-            tokens = seq.token_ids
-            if len(tokens) % size and ref[seq.block_table[-1]] == 1:
-                tokens.append(token_id)  # room in its own last block, as in append_token
-            else:
-                later.append((seq, token_id))  # a full or shared last block: takes a block
-        if len(later) > self.num_free_blocks:
-            self._undo_appends(seqs, None, later)
-            raise OutOfBlocks(f"{len(later)} sequences need a new block, {self.num_free_blocks} "
-                              f"free (block_size={self.block_size}): preempt or free some first")
-        copies = [self.append_token(seq, token_id) for seq, token_id in later]
-        return [copy for copy in copies if copy is not None]
-
-    @staticmethod
-    def _undo_appends(seqs: list[Sequence], stop: Sequence | None, later: list) -> None:
-        """Take back the tokens append_tokens appended before reaching ``stop``."""
-        waited = {id(seq) for seq, _ in later}
-        for seq in seqs:
-            if seq is stop:
-                return
-            if id(seq) not in waited:
-                seq.token_ids.pop()
 
     def _as_token(self, token_id) -> int:
         try:

@@ -214,53 +214,6 @@ def test_appending_after_a_shared_full_block_takes_a_new_block_without_copy():
     assert len(child.block_table) == 3 and child.block_table[:2] == parent.block_table
 
 
-def _append_one_by_one_and_together(tokens_each):
-    """Two equal managers: one appends token by token, the other with append_tokens."""
-    results = []
-    for together in (False, True):
-        bm = pl.BlockManager(12, 4)
-        parent, other = seq(1, 6), seq(3, 4, start=50)
-        bm.allocate(parent)
-        bm.allocate(other)
-        child = bm.fork(parent, 2)  # shares parent's partly filled last block
-        seqs = [parent, child, other]
-        copies = []
-        for step, tokens in enumerate(tokens_each):
-            if together:
-                copies.append(bm.append_tokens(seqs, tokens))
-            else:
-                copies.append([c for c in map(bm.append_token, seqs, tokens) if c is not None])
-        results.append((copies, [(s.token_ids, s.block_table) for s in seqs],
-                        [bm.ref_count(b) for b in range(12)]))
-    return results
-
-
-def test_append_tokens_does_what_append_token_does_for_each_sequence():
-    one_by_one, together = _append_one_by_one_and_together([[7, 8, 9], [10, 11, 12], [1, 2, 3]])
-    assert together == one_by_one
-    copies = together[0]
-    assert len(copies[0]) == 1 and copies[1] == copies[2] == []  # the one copy-on-write
-
-
-def test_append_tokens_checks_everything_before_changing_anything():
-    bm = pl.BlockManager(3, 4)
-    a, b, c = seq(1, 3), seq(2, 4), seq(3, 4)
-    for s_ in (a, b, c):
-        bm.allocate(s_)
-    stranger = seq(9, 3)
-    before = snapshot(bm, a, b, c)
-    for seqs, tokens, error in (
-            ([a, stranger], [5, 6], pl.UnknownSequence),  # never allocated
-            ([a, b], [5, "x"], TypeError),  # not a token id
-            ([a, a], [5, 6], pl.InvalidConfig),  # the same sequence twice
-            ([a, b], [5], pl.InvalidConfig),  # a token short
-            ([a, b, c], [5, 6, 7], pl.OutOfBlocks)):  # b and c each need a block, none is free
-        with pytest.raises(error):
-            bm.append_tokens(seqs, tokens)
-        assert_unchanged(bm, before, a, b, c)
-    assert bm.append_tokens([a], [5]) == [] and a.token_ids[-1] == 5
-
-
 def test_fork_of_an_unknown_sequence_raises_and_changes_nothing():
     bm = pl.BlockManager(8, 4)
     before = snapshot(bm)

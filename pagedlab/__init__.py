@@ -65,7 +65,14 @@ _MODULES = {"workloads", "widgets", "backend", "break_it", "needs"}
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'pagedlab' has no attribute {name!r}")
-    module = _import_module(f".{_LAZY[name] or name}", __name__)
+    try:
+        module = _import_module(f".{_LAZY[name] or name}", __name__)
+    except ModuleNotFoundError as error:  # torch, triton or transformers is not installed
+        from .needs import as_missing_part
+        missing = as_missing_part(error, f"pagedlab.{name}")
+        if missing is None:
+            raise
+        raise missing from None
     value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value

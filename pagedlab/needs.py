@@ -65,6 +65,16 @@ def missing_line(part: str, needed_for: str) -> str:
     return f"{name} is not installed here (needed for {needed_for}): {how} ({COLAB})."
 
 
+def as_missing_part(error: ImportError, needed_for: str) -> MissingPart | None:
+    """The :class:`MissingPart` an import error means, if the module it could not find is one of
+    the course's optional parts (torch, triton, transformers); else None."""
+    top = (getattr(error, "name", None) or "").split(".")[0]
+    for part, (_, module, _) in PARTS.items():
+        if module is not None and module == top:
+            return MissingPart(part, needed_for)
+    return None
+
+
 def have(part: str) -> bool:
     """True if ``part`` ("torch", "triton", "transformers" or "gpu") is here; imports nothing
     new except for "gpu", which asks torch."""

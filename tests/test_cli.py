@@ -62,6 +62,13 @@ def test_doctor_without_torch_names_torch_and_the_extra(monkeypatch):
     assert "pip install 'pagedlab[attention]'" in rows["lessons 06-09"]
 
 
+def test_doctor_names_a_missing_package_of_the_pure_lessons(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    row = dict(report())["lessons 01-05"]
+    assert row.startswith("missing matplotlib") and "pip install pagedlab" in row
+
+
 def test_doctor_with_torch_says_the_attention_lessons_are_ready():
     pytest.importorskip("torch")
     assert dict(report())["lessons 06-09"].startswith("ready")

@@ -210,3 +210,12 @@ def test_show_prints_where_badges_and_install_cells_point():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"badges open: {course.REPOSITORY}@{course.REF}",
                                           f"install cells: {course.install_requirement()}"]
+
+
+def test_without_a_toml_reader_the_light_dependencies_come_from_the_installed_metadata(monkeypatch):
+    """Python 3.10 has no tomllib, and tomli is only a dev tool: set-source must still work."""
+    from_pyproject = course.light_dependencies()
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    from_metadata = course.light_dependencies()
+    assert from_metadata.keys() == from_pyproject.keys() and "numpy" in from_metadata

@@ -183,3 +183,19 @@ def test_assert_case_and_assert_passes_raise_with_the_failure_and_pass_silently(
     assert assert_passes(Report("ex01", "t", [CaseResult("fits", True)])) is None
     with pytest.raises(AssertionError, match="no case ran"):
         assert_passes(Report("ex01", "t", []))
+
+
+def test_otters_requirements_follow_the_configured_source_and_bring_torch_where_needed(
+        tmp_path, monkeypatch):
+    from pagedlab.tools import course
+    monkeypatch.setattr(course, "current_source",
+                        lambda: course.Source("pypi", "0.2.0"))
+    solutions = ROOT / "solutions"
+    pure = write_format("otter", solutions, tmp_path / "pure", "ex01_*.ipynb")
+    (pure_requirements,) = [path for path in pure if path.name == "requirements.txt"]
+    assert pure_requirements.read_text() == "pagedlab==0.2.0\n"
+    both = write_format("otter", solutions, tmp_path / "both", "ex0[16]_*.ipynb")
+    (requirements,) = [path for path in both if path.name == "requirements.txt"]
+    lines = requirements.read_text().splitlines()
+    assert lines == ["--extra-index-url https://download.pytorch.org/whl/cpu",
+                     "pagedlab[attention]==0.2.0"]

@@ -64,6 +64,25 @@ def test_jupyter_shows_the_one_line_instead_of_a_traceback(monkeypatch):
     assert line == f"MissingPart: {info.value}"
 
 
+@pytest.mark.parametrize("name", ["KVCache", "LLMEngine", "GPT", "paged_attention"])
+def test_a_torch_name_of_the_package_without_torch_says_what_to_install(monkeypatch, name):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails, as without it
+    for module in [m for m in sys.modules if m.startswith("pagedlab.") and m != "pagedlab.needs"]:
+        if module.split(".")[1] in ("attention", "cache", "engine", "model", "paged_batch"):
+            monkeypatch.delitem(sys.modules, module)
+    monkeypatch.delitem(vars(pl), name, raising=False)
+    with pytest.raises(needs.MissingPart, match=r"pagedlab\[attention\]") as caught:
+        getattr(pl, name)
+    assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+def test_checking_a_torch_exercise_without_torch_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "pagedlab.attention", raising=False)
+    with pytest.raises(needs.MissingPart, match=r"check\('ex06'\).*pagedlab\[attention\]"):
+        pl.check("ex06", paged_attention=lambda *args: None)
+
+
 def test_an_unknown_part_is_a_value_error_listing_the_parts():
     with pytest.raises(ValueError, match="torch, triton, transformers, gpu"):
         pl.require("tensorflow", "lesson 06")

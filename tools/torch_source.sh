@@ -4,7 +4,9 @@
 #   Linux with an NVIDIA GPU   nothing: PyPI's torch is the CUDA build, which the GPU wants
 #   Linux without one          PyTorch's CPU index, when it answers within a few seconds
 #                              (about 200 MB instead of a 3 GB CUDA build and 18 nvidia-* wheels);
-#                              else the pinned CPU wheel of constraints/cpu.txt
+#                              else the pin of constraints/cpu.txt, which is a CPU wheel
+#                              only where a local wheel serves it (as on the course's CI
+#                              machines); from plain PyPI that pin is the CUDA build
 #   macOS, Windows             the pin of constraints/cpu.txt without a GPU (PyPI's torch for
 #                              them has no CUDA inside), nothing with one
 #

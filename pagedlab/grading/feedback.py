@@ -76,7 +76,14 @@ def check(exercise: str, /, *positional, **objects) -> Report:
                         + (f"missing {', '.join(missing)}" if missing else
                            f"unknown {', '.join(unknown)}"))
     cases = module.cases(CHECK_SEED)
-    expected = judge.expected_outputs(module, cases)
+    try:
+        expected = judge.expected_outputs(module, cases)
+    except ModuleNotFoundError as error:  # the exercise needs torch or Triton, not here
+        from ..needs import as_missing_part
+        missing = as_missing_part(error, f"check({spec.id!r})")
+        if missing is None:
+            raise
+        raise missing from None
     if hasattr(module, "check_objects"):
         objects = module.check_objects(objects)
     outcomes = []

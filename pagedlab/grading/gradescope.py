@@ -127,7 +127,7 @@ def grading_options(*, isolation: str = "auto", timeout: float | None = None,
     for flag, value in (("--timeout", timeout), ("--setup-timeout", setup_timeout),
                         ("--seed", seed), ("--jobs", jobs)):
         if value is not None:
-            options += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            options += [flag, repr(value) if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(option) for option in options)
 
 

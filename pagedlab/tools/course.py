@@ -77,11 +77,13 @@ class Source:
         if self.kind == "git" and (not _REF_ARG.match(self.ref) or ".." in self.ref):
             raise ValueError(f"not a usable git ref: {self.ref!r}")
 
-    def requirement(self) -> str:
-        """What pip installs: ``pagedlab @ git+URL@REF``, ``pagedlab @ URL`` or ``pagedlab==V``."""
+    def requirement(self, extras: tuple[str, ...] = ()) -> str:
+        """What pip installs: ``pagedlab @ git+URL@REF``, ``pagedlab @ URL`` or ``pagedlab==V``
+        (``pagedlab[attention] ...`` with ``extras=("attention",)``)."""
+        name = f"pagedlab[{','.join(extras)}]" if extras else "pagedlab"
         if self.kind == "git":
-            return f"pagedlab @ git+{self.location}@{self.ref}"
-        return f"pagedlab @ {self.location}" if self.kind == "wheel" else f"pagedlab=={self.location}"
+            return f"{name} @ git+{self.location}@{self.ref}"
+        return f"{name} @ {self.location}" if self.kind == "wheel" else f"{name}=={self.location}"
 
 
 def github_source(repository: str, ref: str) -> Source:
@@ -111,9 +113,9 @@ def install_url(repository: str = REPOSITORY, ref: str = REF) -> str:
     return f"git+https://github.com/{repository}@{ref}"
 
 
-def install_requirement() -> str:
+def install_requirement(extras: tuple[str, ...] = ()) -> str:
     """The pip requirement of pagedlab from the configured source (any kind)."""
-    return current_source().requirement()
+    return current_source().requirement(extras)
 
 
 def light_dependencies(root: Path | None = None) -> dict[str, str]:
@@ -123,11 +125,14 @@ def light_dependencies(root: Path | None = None) -> dict[str, str]:
     """
     pyproject = (root or repository_root()) / "pyproject.toml"
     project = {}
-    if pyproject.is_file():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: tomli where the dev tools are, else the installed metadata
         try:
-            import tomllib
-        except ImportError:  # Python 3.10
             import tomli as tomllib
+        except ImportError:
+            tomllib = None
+    if pyproject.is_file() and tomllib is not None:
         project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
     if project.get("name") == "pagedlab":
         requirements = project["dependencies"]
@@ -198,7 +203,7 @@ _CHECK = {
     for line in answer.stdout.splitlines():  # '<commit>\\trefs/tags/v0.1.0' (or refs/heads/...)
         _, kind, name = line.split('\\t')[1].split('/', 2)
         (tags if kind == 'tags' else branches).add(name.removesuffix('^{}'))
-    if REF not in tags | branches and not re.fullmatch('[0-9a-f]{40}', REF):  # commits are not listed
+    if REF not in tags | branches and not re.fullmatch('[0-9a-f]{7,40}', REF):  # commits: not listed
         stop(f'{REPO_URL} has no version {REF!r}.\\n'
              f'  Its tags: {", ".join(sorted(tags)) or "none"}\\n'
              f'  Its branches: {", ".join(sorted(branches)) or "none"}',
@@ -224,7 +229,8 @@ _CHECK = {
     PAGEDLAB = f'pagedlab=={VERSION}'
     try:
         with urllib.request.urlopen(INDEX, timeout=TIMEOUT) as answer:
-            versions = sorted(json.load(answer)['releases'])
+            versions = sorted(json.load(answer)['releases'],  # 0.10 after 0.9
+                              key=lambda v: [int(p) if p.isdigit() else -1 for p in v.split('.')])
     except urllib.error.HTTPError as error:
         stop(f'the package index has no pagedlab ({INDEX} said {error.code} {error.reason}).',
              MOVED_TODO)

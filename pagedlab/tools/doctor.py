@@ -55,6 +55,16 @@ def _attention_lessons() -> str:
     return missing_line("torch", "lessons 06-09 and exercises 6, 7, 9")
 
 
+def _pure_lessons() -> str:
+    """Whether the pure lessons' own packages are here (pagedlab's core dependencies)."""
+    import importlib.util
+    missing = [name for name in ("numpy", "matplotlib", "ipywidgets")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"missing {', '.join(missing)}: pip install pagedlab (it brings them)"
+    return "ready (pure Python)"
+
+
 def report() -> list[tuple[str, str]]:
     """(what, value) rows describing this machine."""
     from .. import __version__
@@ -71,7 +81,7 @@ def report() -> list[tuple[str, str]]:
         ("GPU", gpu),
         ("compute capability", capability),
         ("Triton kernels", _triton()),
-        ("lessons 01-05", "ready (pure Python)"),
+        ("lessons 01-05", _pure_lessons()),
         ("lessons 06-09", _attention_lessons()),
         ("Colab", "yes" if in_colab() else "no"),
     ]

@@ -66,7 +66,8 @@ With otter-grader installed (`pip install 'pagedlab[instructor]'`):
     otter run -a dist/ex01/autograder/ex01_block_manager-autograder_*.zip SUBMISSION.ipynb
 
 requirements.txt (here) is what otter's Gradescope image installs: pagedlab from the course's
-repository. Each case is a test of 1 point, run in the student's kernel on the public cases of
+configured source (`python -m pagedlab.tools.course show`), with torch's CPU build when an
+exercise needs it. Each case is a test of 1 point, run in the student's kernel on the public cases of
 `pl.check`: for a grade the student cannot game, use `pagedlab grade`.
 """,
 }
@@ -265,8 +266,7 @@ def write_format(fmt: str, solutions_dir: Path, output: Path, pattern: str) -> l
     if fmt == "nbgrader":
         written.append(_write(output / "nbgrader_config.py", NBGRADER_CONFIG))
     else:
-        from .course import install_url   # otter's autograder image installs pagedlab from it
-        written.append(_write(output / "requirements.txt", f"pagedlab @ {install_url()}\n"))
+        written.append(_write(output / "requirements.txt", otter_requirements(paths)))
     for path in paths:
         solution = json.loads(path.read_text(encoding="utf-8"))
         if fmt == "nbgrader":
@@ -277,6 +277,25 @@ def write_format(fmt: str, solutions_dir: Path, output: Path, pattern: str) -> l
             target = output / path.stem / path.name
         written.append(_write(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"))
     return written
+
+
+def otter_requirements(solution_paths: list[Path]) -> str:
+    """What otter's autograder image installs: pagedlab from the course's configured source,
+    with torch and Triton (the ``attention`` extra, torch's CPU build) when an exercise needs
+    them (its notebook asks for torch)."""
+    from .course import install_requirement
+
+    def asks_for_torch(path: Path) -> bool:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        code = "\n".join("".join(cell.get("source", [])) for cell in cells
+                         if cell.get("cell_type") == "code")
+        return re.search(r"require\(\s*['\"]torch|^\s*(import|from) torch\b", code, re.M) is not None
+
+    needs_torch = any(asks_for_torch(path) for path in solution_paths)
+    if not needs_torch:
+        return install_requirement() + "\n"
+    return ("--extra-index-url https://download.pytorch.org/whl/cpu\n"  # torch's CPU build
+            + install_requirement(("attention",)) + "\n")
 
 
 def _write(path: Path, text: str) -> Path:

@@ -150,6 +150,13 @@ BLOCK_BUGS = [   # exercise, the bug, and what the hint of every case it fails n
      ("double free",)),
     ("ex01", "loses_a_block", "self.free_blocks.extend(seq.block_table)",
      "self.free_blocks.extend(seq.block_table[1:])", ("neither free nor held",)),
+    # a review found these three passing every case: each now fails with its own rule
+    ("ex01", "reallocated_stays_freed", "self.freed.discard(seq.seq_id)", "pass",
+     ("forget that it was freed",)),
+    ("ex01", "free_keeps_the_table", "        seq.block_table = []\n        del self.holders",
+     "        del self.holders", ("free must empty the table",)),
+    ("ex01", "free_by_id_only", "if self.holders.get(seq.seq_id) is not seq:",
+     "if seq.seq_id not in self.holders:", ("the very object it gave blocks to",)),
     ("ex02", "new_block_too_early", "if len(seq.token_ids) % self.block_size == 0:\n            seq.block_table",
      "if len(seq.token_ids) % self.block_size in (0, 1):\n            seq.block_table",
      ("a block was taken while the last one still had room", "it needed no new block")),

@@ -4,10 +4,12 @@ A *script* is the grader's choice of inputs: ``{"num_blocks": 8, "block_size": 4
 "features": [...]}`` (and ``"watermark_blocks"`` for ex01) with ops ``["allocate", seq_id, tokens]``,
 ``["can_allocate", seq_id, tokens]``, ``["append", seq_id, token]``, ``["can_append", seq_id,
 None]``, ``["slots", seq_id, [start, end]]``, ``["fork", parent_id, child_id]``, ``["free",
-seq_id, None]``, ``["free_again", seq_id, None]`` (a sequence freed already) and
-``["free_unknown", seq_id, tokens]`` (one never allocated). :func:`.drivers.run_script` runs it
-(on the learner's manager in the sandbox, on pagedlab's here) and records raw observations after
-every op. :func:`compare` turns both into views that do not depend on *which* free block an
+seq_id, None]``, ``["free_again", seq_id, None]`` (a sequence freed already),
+``["free_unknown", seq_id, tokens]`` (one never allocated), ``["free_stranger", seq_id, None]``
+(another Sequence object carrying a held sequence's id) and ``["reallocate", seq_id, None]`` (a
+freed sequence allocated again, as a preempted one is when it is recomputed).
+:func:`.drivers.run_script` runs it (on the learner's manager in the sandbox, on pagedlab's here)
+and records raw observations after every op (a free's result: the table it left). :func:`compare` turns both into views that do not depend on *which* free block an
 implementation picks (block ids are relabelled per step), reports the first step where they
 differ, and asks :mod:`.blockhints` which invariant the learner's step broke. Each exercise draws
 its scripts from the run's seed (sizes, lengths, order); :func:`disguise` then changes sequence
@@ -43,6 +45,10 @@ def describe_op(op: list) -> str:
         return f"free(seq {seq_id}) again"
     if kind == "free_unknown":
         return f"free(seq {seq_id}, never allocated)"
+    if kind == "free_stranger":
+        return f"free(another Sequence object with seq {seq_id}'s id)"
+    if kind == "reallocate":
+        return f"allocate(seq {seq_id}) again, after its free"
     return f"free(seq {seq_id})"
 
 
@@ -60,6 +66,8 @@ def _result_view(op: list | None, result: list, features: frozenset[str]) -> str
         return f"returns {value} (tokens found in the prefix cache)"
     if op is not None and op[0] == "fork" and value is not None:
         return f"returns {value[1]}, not a Sequence"
+    if op is not None and op[0] == "free" and value not in ([], None):
+        return f"ok, but seq.block_table is still {_shown(value, 60)} afterwards"
     return "ok"
 
 
@@ -194,7 +202,7 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
                   kinds: tuple[str, ...], vocab: int = 50, max_len: int = 14,
                   prefixes: int = 0, watermark_blocks: int | None = None) -> dict:
     """A random but valid script (ops only name live sequences, or freed ones for
-    "free_again") chosen by the grader."""
+    "free_again" and "reallocate") chosen by the grader."""
     rng = random.Random(seed)
     live: list[int] = []
     freed: list[int] = []
@@ -221,6 +229,13 @@ def random_script(seed: int, *, num_blocks: int, block_size: int, num_ops: int,
             ops.append(["slots", rng.choice(live), [start, start + rng.randint(1, block_size * 2)]])
         elif kind == "free_again" and freed:
             ops.append(["free_again", rng.choice(freed), None])
+        elif kind == "reallocate" and freed:
+            seq_id = rng.choice(freed)
+            freed.remove(seq_id)
+            live.append(seq_id)      # a failed one is skipped by the driver, as allocate's are
+            ops.append(["reallocate", seq_id, None])
+        elif kind == "free_stranger":
+            ops.append(["free_stranger", rng.choice(live), None])
         elif kind == "free_unknown":
             ops.append(["free_unknown", next_id, [rng.randrange(vocab)]])
             next_id += 1

@@ -4,7 +4,8 @@
 differ; :func:`diagnose` looks at that step's raw observations (every step before it agreed, so
 the reference's state before the step is the learner's) and names what broke: a failed call that
 changed something, a block on two tickets, a block lost from the pool, a table too short for its
-tokens, a second free accepted, a slot outside its block... It states facts of this step in
+tokens, a second free accepted, a stranger's free accepted, a table kept after free, a
+re-allocated sequence still counted as freed, a slot outside its block... It states facts of this step in
 numbers, never the formula. An empty answer leaves the case's own hint.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CALL_ERRORS = ("OutOfBlocks", "DoubleFree", "UnknownSequence", "ValueError")
+ALLOCATES = ("allocate", "reallocate")   # a freed sequence allocated again is an allocate too
 
 
 @dataclass
@@ -31,6 +33,7 @@ class _Step:
     watermark_blocks: int
     features: frozenset
     evictions_possible: bool   # a sequence was freed before this step
+    allocated_again: frozenset = frozenset()   # ids allocated again after a free, before this step
 
     def length(self, sid: Any = None) -> int:
         return self.lengths[int(self.sid if sid is None else sid)]
@@ -71,10 +74,16 @@ def diagnose(script: dict, index: int, expected: list, got: list, features: froz
 
 def _step(script: dict, index: int, expected: list, got: list, features: frozenset) -> _Step:
     lengths: dict[int, int] = {}
+    freed: set[int] = set()
+    again: set[int] = set()
     for op, observed in zip(script["ops"][:index - 1], expected[1:index]):
         kind, sid, arg = op
         if observed["result"][0] != "ok":
             continue
+        if kind == "free":
+            freed.add(sid)
+        elif kind in ("allocate", "reallocate") and sid in freed:
+            again.add(sid)
         if kind == "allocate":
             lengths[sid] = len(arg)
         elif kind == "append":
@@ -88,7 +97,7 @@ def _step(script: dict, index: int, expected: list, got: list, features: frozens
     return _Step(kind, sid, arg, expected[index], got[index],
                  expected[index - 1].get("free", num_blocks), lengths, script["block_size"],
                  num_blocks, script.get("watermark_blocks", 0), features,
-                 any(op[0] == "free" for op in script["ops"][:index - 1]))
+                 any(op[0] == "free" for op in script["ops"][:index - 1]), frozenset(again))
 
 
 # ------------------------------------------------------------------ the rules, in order
@@ -101,8 +110,8 @@ def _wrong_outcome(s: _Step) -> str:
     if same or (have[0] == "raised" and have[1] not in CALL_ERRORS and want[0] == "ok"):
         return ""      # same outcome, or the learner's own crash (the report shows it)
     raised, accepted = want[0] == "raised", have[0] == "ok"
-    tokens = s.length() if s.kind in ("allocate", "can_allocate", "append", "can_append") else 0
-    if s.kind == "allocate" and "cached" not in s.features:
+    tokens = s.length() if s.kind in ALLOCATES + ("can_allocate", "append", "can_append") else 0
+    if s.kind in ALLOCATES and "cached" not in s.features:
         need = s.blocks_for(tokens)
         if raised and accepted and need > s.num_blocks - s.watermark_blocks:
             return (f"allocate({s.name}) accepted {tokens} tokens, which take {need} blocks: more "
@@ -115,7 +124,7 @@ def _wrong_outcome(s: _Step) -> str:
         if not raised:
             return (f"allocate({s.name}) raised {have[1]}, but its {tokens} tokens take {need} "
                     f"blocks and {s.free_before} were free{s.kept_back}: it fits.")
-    if s.kind == "allocate" and raised and accepted:
+    if s.kind in ALLOCATES and raised and accepted:
         return (f"allocate({s.name}) succeeded and reported {have[1]} cached tokens, but beyond "
                 f"its real cache hits it needed more blocks than the {s.free_before} free ones (a "
                 "cached block nobody holds counts as free, and taking it back uses one up): it "
@@ -124,7 +133,7 @@ def _wrong_outcome(s: _Step) -> str:
         would = "succeed" if want[1] else "raise OutOfBlocks"
         return (f"can_allocate({s.name}) said {have[1]}, but allocate would {would}: its {tokens} "
                 f"tokens take {s.blocks_for(tokens)} blocks, {s.free_before} are free{s.kept_back}.")
-    if s.kind in ("free", "free_again", "free_unknown"):
+    if s.kind in ("free", "free_again", "free_unknown", "free_stranger"):
         return _wrong_free(s, want, have)
     if s.kind == "append":
         return _wrong_append(s, want, have, tokens)
@@ -165,6 +174,16 @@ def _blocks(count: int) -> str:
 
 def _wrong_free(s: _Step, want: list, have: list) -> str:
     said = "accepted it" if have[0] == "ok" else f"raised {have[1]}"
+    if want[:2] != ["raised", "DoubleFree"] and have[:2] == ["raised", "DoubleFree"] \
+            and s.sid in s.allocated_again:
+        return (f"{s.name} was freed, then allocated again (as a preempted sequence is when it is "
+                "recomputed), so it holds blocks now, yet free raised DoubleFree: allocating a "
+                "sequence makes it a holder again, so forget that it was freed before.")
+    if s.kind == "free_stranger" and want[:2] == ["raised", "UnknownSequence"]:
+        return (f"free was handed a new Sequence object that only carries {s.name}'s id (and copies "
+                f"of its tokens and table), and free {said}. {s.name}'s own Sequence still holds "
+                "those blocks: a manager frees the very object it gave blocks to, not any object "
+                "with the same id. Any other object raises UnknownSequence and changes nothing.")
     if want[:2] == ["raised", "DoubleFree"]:
         if have[0] == "ok":
             return (f"{s.name} was freed already, and free accepted it again: its blocks went back "
@@ -176,6 +195,18 @@ def _wrong_free(s: _Step, want: list, have: list) -> str:
         return (f"{s.name} was never allocated by this manager, and free {said}: a manager can "
                 "only free what it holds, and a sequence it never saw is unknown (UnknownSequence).")
     return f"free({s.name}) {said}, but {s.name} holds blocks of this manager."
+
+
+def _table_after_free(s: _Step) -> str:
+    """free succeeded on both sides, but the learner's sequence still lists blocks."""
+    want, have = s.want["result"], s.have["result"]
+    if s.kind != "free" or want[0] != "ok" or have[0] != "ok" or have[1] in ([], None):
+        return ""
+    left = f"still lists {len(have[1])} block(s)" if _is_table(have[1]) else "is not an empty list"
+    return (f"free({s.name}) gave its blocks back, but its block_table {left} afterwards: "
+            "free must empty the table too. Those blocks are in the pool now and go to other "
+            "sequences; a table that still names them points this sequence at their keys and "
+            "values.")
 
 
 def _wrong_append(s: _Step, want: list, have: list, tokens: int) -> str:
@@ -200,7 +231,8 @@ def _wrong_append(s: _Step, want: list, have: list, tokens: int) -> str:
 def _failed_call_changed_something(s: _Step) -> str:
     if s.want["result"][0] != "raised" or s.have["result"][0] != "raised":
         return ""
-    call = s.kind.replace("append", "append_token").replace("_again", "").replace("_unknown", "")
+    call = {"append": "append_token", "reallocate": "allocate"}.get(s.kind, s.kind)
+    call = "free" if call.startswith("free") else call
     if s.have.get("free") != s.free_before:
         return (f"num_free_blocks went from {s.free_before} to {s.have.get('free')} although "
                 f"{call} raised: a call that fails changes nothing, so decide whether it can "
@@ -390,5 +422,5 @@ def _slot_text(sid: str, table: list, position: int, slot: Any, size: int) -> st
     return f"{where}; slot {slot} is in block {slot // size}, which seq {sid} does not hold."
 
 
-RULES = (_wrong_outcome, _failed_call_changed_something, _copy_on_write, _cache_hits,
+RULES = (_wrong_outcome, _table_after_free, _failed_call_changed_something, _copy_on_write, _cache_hits,
          _shared_block, _pool_accounting, _ref_counts, _table_lengths, _token_counts, _wrong_slot)

@@ -94,12 +94,13 @@ def run_script(objects: dict, script: dict) -> list[dict]:
     return steps
 
 
-NEEDS_LIVE = ("append", "can_append", "slots", "fork", "free")
+NEEDS_LIVE = ("append", "can_append", "slots", "fork", "free", "free_stranger")
+NEEDS_FREED = ("free_again", "reallocate")
 
 
 def _apply(manager: Any, live: dict, freed: dict, op: list, Sequence: type) -> list:
     kind, seq_id, arg = op
-    if (kind in NEEDS_LIVE and seq_id not in live) or (kind == "free_again" and seq_id not in freed):
+    if (kind in NEEDS_LIVE and seq_id not in live) or (kind in NEEDS_FREED and seq_id not in freed):
         return ["skipped", None]  # its allocate failed, as it may in a random script
     if kind == "slots":
         return _slots(manager, live[seq_id], *arg)
@@ -122,9 +123,21 @@ def _apply(manager: Any, live: dict, freed: dict, op: list, Sequence: type) -> l
             return ["ok", None]
         if kind == "can_append":
             return ["ok", _bool(manager.can_append(live[seq_id]))]
-        if kind == "free":
-            manager.free(live[seq_id])
+        if kind == "reallocate":              # a freed sequence allocated again (recomputed)
+            seq = freed[seq_id]
+            manager.allocate(seq)
+            live[seq_id] = freed.pop(seq_id)
+            return ["ok", None]
+        if kind == "free":                    # the value: its block table afterwards
+            seq = live[seq_id]
+            manager.free(seq)
             freed[seq_id] = live.pop(seq_id)
+            return ["ok", _observe(lambda: seq.block_table, _ints)]
+        if kind == "free_stranger":           # a look-alike: another object with a held id
+            held = live[seq_id]
+            stranger = Sequence(seq_id, list(held.token_ids))
+            stranger.block_table = list(held.block_table)
+            manager.free(stranger)
             return ["ok", None]
         if kind == "free_again":              # a sequence freed already
             manager.free(freed[seq_id])

@@ -1,8 +1,8 @@
 """ex01 block manager: allocate all or nothing, keep the watermark, free once.
 
 Every case's script is drawn from the seed (block size, pool size, prompt lengths, where the
-double free falls), then disguised (:func:`.blockdriver.disguise`). See
-notebooks/01_parking_garage.ipynb.
+double free and the look-alike sequence fall), then disguised (:func:`.blockdriver.disguise`).
+See notebooks/01_parking_garage.ipynb.
 """
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def asks_first(rng: random.Random) -> dict:
 
 
 def frees(rng: random.Random) -> dict:
-    """Free, reuse, then a second free and a sequence never allocated, somewhere in between."""
+    """Free, reuse, then a second free and a sequence never allocated, somewhere in between; a
+    look-alike Sequence object carrying a held id; a freed sequence allocated again (as a
+    recomputed preemption is), freed once more, and freed a second time."""
     size, num_blocks = rng.choice([2, 4, 8]), rng.randint(4, 7)
     first = rng.randint(1, num_blocks - 2)
     ops = [["allocate", 1, _blocks(rng, size, first)],
@@ -80,7 +82,12 @@ def frees(rng: random.Random) -> dict:
     ops.insert(rng.randint(3, 5), ["free_again", 1, None])
     ops.insert(rng.randint(1, len(ops)), ["free_unknown", 9, tokens(rng.randint(1, size))])
     ops.insert(len(ops) - rng.randint(0, 1), ["free_again", rng.choice([2, 3]), None])
-    return {"num_blocks": num_blocks, "block_size": size, "ops": ops}
+    held = next(n for n, op in enumerate(ops) if op[:2] == ["allocate", 2]) + 1   # seq 2 holds...
+    ops.insert(rng.randint(held, ops.index(["free", 2, None])), ["free_stranger", 2, None])
+    back = rng.randint(1, 4)                 # ...and this one comes back at the end
+    return {"num_blocks": num_blocks, "block_size": size, "ops": ops + [
+        ["reallocate", back, None], ["free_stranger", back, None], ["free", back, None],
+        ["free_again", back, None]]}
 
 
 def watermark(rng: random.Random) -> dict:
@@ -114,9 +121,10 @@ CASES = [
      "only looks.",
      asks_first),
     ("free returns every block once; a second free or an unknown sequence raises",
-     "free gives back the blocks of a sequence this manager holds. A sequence freed already "
-     "raises pagedlab.DoubleFree, one it never held raises pagedlab.UnknownSequence, and "
-     "neither changes the pool.",
+     "free gives back the blocks of a sequence this manager holds and empties its block table. "
+     "A sequence freed already raises pagedlab.DoubleFree, one it never held (another Sequence "
+     "object with a held id too) raises pagedlab.UnknownSequence, and neither changes the pool. "
+     "A freed sequence allocated again holds blocks again: its next free is a first one.",
      frees),
     ("the watermark keeps blocks back for running sequences",
      "A new prompt may not take the last watermark_blocks free blocks: running sequences need "
@@ -131,7 +139,7 @@ RANDOM = ("random allocations and frees",
           lambda rng: {"num_blocks": rng.randint(10, 16), "block_size": rng.choice([2, 3, 4]),
                        "num_ops": 40, "watermark_blocks": rng.randint(1, 2),
                        "kinds": ("allocate", "allocate", "can_allocate", "free", "free",
-                                 "free_again", "free_unknown")})
+                                 "free_again", "free_unknown", "free_stranger", "reallocate")})
 
 
 def cases(seed: int) -> list[Case]:

@@ -92,15 +92,20 @@ class KVCache:
         self.store(layer, k, v, slots, backend)
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor,
-              backend: str | None = None) -> None:
+              backend: str | None = None, every_slot: bool = False) -> None:
         """:meth:`write` without the checks, for inputs already checked: the engine checks its
         step's slots once (in Python, from the block manager's answers), not once per layer on
-        the device, where each check would wait for the GPU. slots: (num_tokens,) int64."""
+        the device, where each check would wait for the GPU. slots: (num_tokens,) int64.
+        ``every_slot``: the caller knows no slot is -1, so the torch path skips the mask."""
         k_cache, v_cache = self.k[layer], self.v[layer]
 
         def torch_write() -> None:
-            keep = slots >= 0  # (num_tokens,)
             flat = (-1, self.num_kv_heads, self.head_dim)
+            if every_slot:  # the caller knows no slot is -1: no mask to build, in every layer
+                k_cache.view(flat).index_copy_(0, slots, k)  # (num_slots, kv_heads, hd)
+                v_cache.view(flat).index_copy_(0, slots, v)
+                return
+            keep = slots >= 0  # (num_tokens,)
             k_cache.view(flat).index_copy_(0, slots[keep], k[keep])  # (num_slots, kv_heads, hd)
             v_cache.view(flat).index_copy_(0, slots[keep], v[keep])  # (num_slots, kv_heads, hd)
 

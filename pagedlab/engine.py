@@ -255,7 +255,7 @@ class LLMEngine:
             block_tables=torch.tensor(tables, dtype=torch.int32, device=device),  # (S, max_blocks)
             context_lens=torch.tensor(context_lens, dtype=torch.int32, device=device),  # (S,)
             query_lens=query_lens, block_size=bm.block_size, backend=self._batch_backend,
-            max_context_len=max(context_lens),
+            max_context_len=max(context_lens), every_slot=len(written) == len(slots),
             logits_rows=torch.tensor([row_of[seq.seq_id] for seq in out.sampled],
                                      dtype=torch.long, device=device))  # (num_sampled,)
 

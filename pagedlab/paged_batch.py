@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,7 @@ class PagedBatch:
     backend: str | None = None  # "triton", "torch" or None (choose per call)
     max_context_len: int | None = None  # max(context_lens), known to the engine without a sync
     logits_rows: torch.Tensor | None = None  # rows whose logits are sampled (None: each last row)
+    every_slot: bool = False  # True when the engine knows no slot is -1 (the store needs no mask)
 
     @property
     def is_decode(self) -> bool:
@@ -79,8 +81,10 @@ class PagedBatch:
         every layer.
 
         Per bucket of s sequences with n new tokens: tokens (n,) their rows in the packed batch;
-        seq_of (n,), row (n,) where each sits in the padded (s, T) grid; visible (s, T, L) the
-        cache positions each query may see; table (s, L // block_size) with -1 read as block 0.
+        seq_of (n,), row (n,) where each sits in the padded (s, T) grid; bias (s, T, L) 0 at the
+        cache positions each query may see, -inf elsewhere (float32: SDPA adds it to the scores as
+        it is, where a boolean mask would be converted again in every layer); table
+        (s, L // block_size) with -1 read as block 0.
         """
         device, lens = self.input_ids.device, self.context_lens.tolist()
         starts = [0, *itertools.accumulate(self.query_lens)]  # first packed row of each sequence
@@ -102,7 +106,8 @@ class PagedBatch:
                 + torch.arange(int(query_lens.max()), device=device)  # (s, T)
             k_pos = torch.arange(max_blocks * self.block_size, device=device)  # (L,)
             visible = k_pos[None, None, :] <= q_pos[:, :, None]  # (s, T, L) causal; hides padding
-            buckets.append((tokens, seq_of, row, visible, table))
+            bias = torch.zeros(visible.shape, device=device).masked_fill_(~visible, -math.inf)
+            buckets.append((tokens, seq_of, row, bias, table))
         return buckets
 
 
@@ -117,8 +122,8 @@ def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     N, nh, hs = q.shape
     n_kv = k_cache.shape[2]
     y = torch.empty_like(q)  # (N, nh, hs)
-    for tokens, seq_of, row, visible, table in batch.buckets:
-        s, T, L = visible.shape
+    for tokens, seq_of, row, bias, table in batch.buckets:
+        s, T, L = bias.shape
         if T == 1:  # decode: one query per sequence, nothing to pad
             qp = q.index_select(0, tokens).view(s, 1, nh, hs)  # (s, 1, nh, hs)
         else:
@@ -132,7 +137,7 @@ def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
             k = k.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
             v = v.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
         out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), attn_mask=visible[:, None])
+                                             v.transpose(1, 2), attn_mask=bias[:, None].to(q.dtype))
         if T == 1:  # (s, nh, 1, hs) -> (s, nh, hs), already in the bucket's order
             y.index_copy_(0, tokens, out.squeeze(2))
         else:  # (s, nh, T, hs) -> (n, nh, hs) packed
@@ -147,7 +152,8 @@ def write_and_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: P
     q: (N, nh, hs); k, v: (N, n_kv, hs), the batch's new tokens (positions already encoded).
     Returns (N, nh, hs). Every model's attention calls this, so GPT-2 and Llama share one path.
     """
-    kv_cache.store(layer, k, v, batch.slot_mapping, backend=batch.backend)  # checked once a step
+    kv_cache.store(layer, k, v, batch.slot_mapping, backend=batch.backend,  # checked once a step
+                   every_slot=batch.every_slot)
     k_cache, v_cache = kv_cache[layer]  # (num_blocks, block_size, n_kv, hs) each
     if batch.backend == "torch":
         return paged_attention_torch(q, k_cache, v_cache, batch)  # (N, nh, hs)

@@ -86,6 +86,17 @@ def test_write_skips_slot_minus_one():
     assert written == [2, 5]
 
 
+def test_store_of_every_slot_equals_the_masked_store():
+    """The engine passes every_slot=True when no slot is -1; the cache must come out the same."""
+    k, v = torch.randn(5, 2, 8, device=DEVICE), torch.randn(5, 2, 8, device=DEVICE)
+    slots = torch.tensor([9, 10, 11, 0, 1], device=DEVICE)
+    caches = [pl.KVCache(3, 4, 2, 8, dtype=torch.float32, device=DEVICE) for _ in range(2)]
+    for cache, every_slot in zip(caches, (False, True)):
+        cache.store(0, k, v, slots, backend="torch", every_slot=every_slot)
+    assert caches[0].k[0].any() and torch.equal(caches[0].k, caches[1].k)
+    assert torch.equal(caches[0].v, caches[1].v)
+
+
 @pytest.mark.parametrize("backend", ["triton", None])
 def test_triton_write_equals_torch_write(backend):
     pytest.importorskip("triton")

@@ -144,3 +144,50 @@ def test_an_empty_submission_gets_a_zero_with_the_reason_and_exit_0(image):
     status, data = run_autograder(image, [])
     assert status == 0
     assert data["score"] == 0 and "no .ipynb notebooks" in data["output"]
+
+
+ATTACK = '''# A hostile student who knows Gradescope's layout: rewrite the grader's reference answers and
+# its scripts, and plant a full-marks results.json, before any case runs.
+import glob, json, os
+TAMPERED = []
+for path in glob.glob({venv!r} + "/lib/python*/site-packages/pagedlab/**/*.py", recursive=True):
+    try:
+        with open(path, "a") as file:
+            file.write("\\nraise SystemExit(0)\\n")
+        TAMPERED.append(path)
+    except OSError:
+        pass
+for path in ({root!r} + "/source/run_autograder", {root!r} + "/results/results.json"):
+    try:
+        with open(path, "w") as file:
+            file.write(json.dumps({{"score": 100, "tests": []}}) if path.endswith("json") else "exit 0\\n")
+        TAMPERED.append(path)
+    except OSError:
+        pass
+print("tampered with", len(TAMPERED), "files")
+'''
+
+
+def _digests(folder: Path) -> dict:
+    import hashlib
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*.py")) + sorted(folder.rglob("run_autograder"))}
+
+
+@pytest.mark.slow
+def test_a_submission_cannot_rewrite_the_graders_package_scripts_or_results(image, tmp_path):
+    """An attack of this session: the layout is public, so a notebook tries to append to every
+    module of the installed pagedlab, overwrite run_autograder and plant results.json."""
+    root, venv = Path(image["AUTOGRADER_ROOT"]), Path(image["PAGEDLAB_VENV"])
+    package = next(venv.glob("lib/python*/site-packages/pagedlab"))
+    before = {**_digests(package), **_digests(root / "source")}
+    notebook = json.loads((ROOT / "exercises" / "ex01_block_manager.ipynb").read_text())
+    notebook["cells"].insert(2, {"cell_type": "code", "execution_count": None, "metadata": {},
+                                 "outputs": [], "id": "attack",
+                                 "source": ATTACK.format(venv=str(venv), root=str(root))})
+    hostile = tmp_path / "ex01_block_manager.ipynb"
+    hostile.write_text(json.dumps(notebook))
+    status, data = run_autograder(image, [hostile])
+    assert status == 0 and data["tests"] and data["score"] == 0
+    assert "tampered with 0 files" in data["output"]   # the attack ran, and every write failed
+    assert {**_digests(package), **_digests(root / "source")} == before

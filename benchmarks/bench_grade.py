@@ -1,9 +1,9 @@
-"""How long ``pagedlab grade`` takes, isolated: the seven solutions, then a class.
+"""How long ``pagedlab grade`` takes, isolated: every solution, then a class.
 
-1. All seven solution notebooks in one run (the probe, seven sandboxes, torch twice): the
+1. Every solution notebook in one run (the probe, a sandbox each, torch in three): the
    budget is 10 s on the 2-core course machine, twice what the grader took without isolation.
 2. A class folder of ``--students`` submissions, one notebook each (ex01-ex05 in turn, half
-   solved, half not), graded with ``--jobs`` at once; ``--full`` gives every student all seven.
+   solved, half not), graded with ``--jobs`` at once; ``--full`` gives every student every exercise.
 
     python benchmarks/bench_grade.py [--isolation auto] [--students 100] [--jobs 2] [--full]
 """
@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--isolation", default="auto")
     parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--full", action="store_true", help="every student hands in all seven")
+    parser.add_argument("--full", action="store_true", help="every student hands in every exercise")
     args = parser.parse_args(argv)
 
     seconds, total = timed_grade([str(ROOT / "solutions"), "--isolation", args.isolation])
     verdict = "within" if seconds <= BUDGET_S else "OVER"
-    print(f"seven solutions: {seconds:.1f} s ({verdict} the {BUDGET_S:g} s budget)  [{total}]")
+    count = len(list((ROOT / "solutions").glob("ex*.ipynb")))
+    print(f"{count} solutions: {seconds:.1f} s ({verdict} the {BUDGET_S:g} s budget)  [{total}]")
 
     with tempfile.TemporaryDirectory() as scratch:
         klass = Path(scratch) / "class"

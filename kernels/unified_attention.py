@@ -53,13 +53,14 @@ See notebooks/07_triton_kernel.ipynb for the decode kernel it generalises.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pagedlab.backend  # first: it sets TRITON_INTERPRET before @triton.jit below runs
 import torch
 import triton
 import triton.language as tl
+
+from .launch_config import choose_num_splits
 
 LOG2_E = 1.4426950408889634  # exp(x) == exp2(x * log2(e)); exp2 is the GPU's native instruction
 MIN_ROWS = 16  # compiled tl.dot needs every matrix dimension >= 16
@@ -285,11 +286,10 @@ def unified_launch_params(*, num_seqs: int, num_kv_heads: int, queries_per_kv: i
     decode_like = max_query_len * queries_per_kv <= group_rows
     rows = group_rows if decode_like else max(group_rows, 64 // weight)
     kv_tile = max(16, 64 // weight)
-    num_splits = 1
-    programs = num_seqs * num_kv_heads  # one query tile per sequence when decode_like
-    if decode_like and programs < num_sms:
-        num_splits = max(1, min(math.ceil(2 * num_sms / programs),
-                                math.ceil(max_context_len / 512), 64))
+    # split-K by the decode kernel's rule (one query tile per sequence when decode_like), aiming
+    # at 2 programs per SM: these tiles are larger than the decode kernel's
+    num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context_len, num_sms,
+                                   programs_per_sm=2) if decode_like else 1
     # 8 warps share the work of a tall tile, which with head dims up to 128 then fits the
     # registers. fp32 (16 x 16 tiles) fits 4 warps and one stage, except head dims over 128
     # unsplit on sm_80 (ahead-of-time compile, Triton 3.6 and 3.9, every configuration: with 8

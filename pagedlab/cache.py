@@ -100,14 +100,12 @@ class KVCache:
         k_cache, v_cache = self.k[layer], self.v[layer]
 
         def torch_write() -> None:
-            flat = (-1, self.num_kv_heads, self.head_dim)
-            if every_slot:  # the caller knows no slot is -1: no mask to build, in every layer
-                k_cache.view(flat).index_copy_(0, slots, k)  # (num_slots, kv_heads, hd)
-                v_cache.view(flat).index_copy_(0, slots, v)
-                return
-            keep = slots >= 0  # (num_tokens,)
-            k_cache.view(flat).index_copy_(0, slots[keep], k[keep])  # (num_slots, kv_heads, hd)
-            v_cache.view(flat).index_copy_(0, slots[keep], v[keep])  # (num_slots, kv_heads, hd)
+            flat, to, new_k, new_v = (-1, self.num_kv_heads, self.head_dim), slots, k, v
+            if not every_slot:  # skip the slots of -1 (every_slot: the caller knows there are none)
+                keep = slots >= 0  # (num_tokens,)
+                to, new_k, new_v = slots[keep], k[keep], v[keep]
+            k_cache.view(flat).index_copy_(0, to, new_k)  # (num_slots, kv_heads, hd)
+            v_cache.view(flat).index_copy_(0, to, new_v)  # (num_slots, kv_heads, hd)
 
         if _backend.choose(backend, self.device) == "torch":
             return torch_write()

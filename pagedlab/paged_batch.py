@@ -131,8 +131,9 @@ def paged_attention_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
             qp[seq_of, row] = q.index_select(0, tokens)
         # Each table's blocks, in order. (index_select of whole blocks, not k_cache[table]: the
         # same gather, about twice as fast on a CPU, where this is the engine's largest cost.)
-        k = k_cache.index_select(0, table.flatten()).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
-        v = v_cache.index_select(0, table.flatten()).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
+        blocks = table.flatten()  # (s * L // block_size,)
+        k = k_cache.index_select(0, blocks).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
+        v = v_cache.index_select(0, blocks).view(s, L, n_kv, hs)  # (s, L, n_kv, hs)
         if n_kv != nh:  # grouped-query attention: each KV head serves nh // n_kv query heads
             k = k.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)
             v = v.repeat_interleave(nh // n_kv, dim=2)  # (s, L, nh, hs)

@@ -284,7 +284,6 @@ class Scheduler(PrefillScheduling):
         kept, reserved, extra_seqs = [], 0, 0  # locals: this loop is hot
         lo, hi = 0, len(queue)
         size, free = bm.block_size, bm.num_free_blocks
-        first_slot = 1 % size  # len % size when the newest token opens a block
         while lo < hi:
             group = queue[lo]
             lo += 1
@@ -293,8 +292,9 @@ class Scheduler(PrefillScheduling):
                 seq = group.seqs[0]
                 length = len(seq.token_ids)
                 filled = length % size
-                if seq.num_computed_tokens == length - 1 and (
-                        filled != first_slot or len(seq.block_table) * size >= length):
+                # decoding, with a block for its newest token (a prefill that stopped one token
+                # short of a block boundary has none yet)
+                if seq.num_computed_tokens == length - 1 and len(seq.block_table) * size >= length:
                     need = 0 if filled else 1
                     if need <= free - reserved:  # it fits: keep it and go on
                         kept.append(group)
@@ -388,20 +388,18 @@ class Scheduler(PrefillScheduling):
                 if not group.started:
                     group.started = True
                     started.append(group)
-            if done:
-                self.running = [group for group in self.running if group.seqs]
-            return result
-        i = 0
-        for group in out.groups:  # a step where some request forks, drops or runs several
-            num_seqs = len(group.seqs)
-            if not group.started:
-                started.append(group)
-            born = self._advance(group, next_tokens[i:i + num_seqs], finished)
-            i += num_seqs
-            if born:
-                result.forked[group.request_id] = born
-            if not group.seqs:
-                done.append(group)
+        else:
+            i = 0
+            for group in out.groups:  # a step where some request forks, drops or runs several
+                num_seqs = len(group.seqs)
+                if not group.started:
+                    started.append(group)
+                born = self._advance(group, next_tokens[i:i + num_seqs], finished)
+                i += num_seqs
+                if born:
+                    result.forked[group.request_id] = born
+                if not group.seqs:
+                    done.append(group)
         if done:
             self.running = [group for group in self.running if group.seqs]
         return result

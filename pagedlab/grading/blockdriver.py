@@ -140,7 +140,7 @@ def _range_view(op: list, result: list, tables: dict, block_size: int) -> str:
     if result[0] != "ok":
         return _result_view(op, result, frozenset())
     start, end = op[2]
-    wrong = _wrong_slots(tables.get(str(op[1]), tables.get(op[1])), result[1], start, end, block_size)
+    wrong = _wrong_slots(tables.get(str(op[1])), result[1], start, end, block_size)
     return f"returns {wrong}" if wrong else f"the slots of positions {start}..{end - 1}"
 
 

@@ -82,7 +82,7 @@ def _step(script: dict, index: int, expected: list, got: list, features: frozens
             continue
         if kind == "free":
             freed.add(sid)
-        elif kind in ("allocate", "reallocate") and sid in freed:
+        elif kind in ALLOCATES and sid in freed:
             again.add(sid)
         if kind == "allocate":
             lengths[sid] = len(arg)

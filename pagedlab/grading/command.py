@@ -101,9 +101,10 @@ def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _write_autograder(args: argparse.Namespace) -> int:
+    memory = args.memory_mb or gradescope.MEMORY_MB
     options = gradescope.grading_options(
         isolation=args.isolation, timeout=args.timeout, setup_timeout=args.setup_timeout,
-        memory_mb=args.memory_mb or gradescope.MEMORY_MB, seed=args.seed, jobs=args.jobs,
+        memory_mb=memory, seed=args.seed, jobs=args.jobs,
         visibility=args.visibility)
     try:
         path = gradescope.write_autograder(args.gradescope_autograder, options,
@@ -113,7 +114,6 @@ def _write_autograder(args: argparse.Namespace) -> int:
         print(f"pagedlab grade: {error}", file=sys.stderr)
         return 1
     print(f"wrote {path}: upload it as the Gradescope autograder")
-    memory = args.memory_mb or gradescope.MEMORY_MB
     if args.autograder_torch == "cpu" and memory < gradescope.TRITON_MEMORY_MB:
         print(f"note: {memory} MB per notebook fits exercises 1-6, 8 and 10; the Triton ones (7, 9) "
               f"need --memory-mb {gradescope.TRITON_MEMORY_MB}")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     work = [(s, path) for s in submissions for path in s.notebooks]
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for submission, report, problem in pool.map(grade, work):   # in order, as they finish
+            for submission, report, problem in pool.map(grade, work):   # in the order given
                 if report is None:
                     submission.problems.append(problem)
                     continue

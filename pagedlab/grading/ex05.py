@@ -11,9 +11,10 @@ reference shows the behaviour the case is about. See notebooks/05_scheduling.ipy
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from .drivers import run_schedule
-from .exercise import Case, Exercise, Mismatch, short
+from .exercise import Case, Exercise, Mismatch, drawn, short
 
 EXERCISE = Exercise(
     id="ex05", title="One scheduler step, with preemption",
@@ -212,16 +213,6 @@ def _watermarked(data: dict) -> bool:
     return _trace(data) != _trace({**data, "watermark": 0.0})
 
 
-def _drawn(seed: int, index: int, draw, wanted) -> dict:
-    """A workload from ``draw(rng)`` that shows what the case is about (``wanted``)."""
-    rng = random.Random(f"ex05:{seed}:{index}")
-    for _ in range(200):
-        data = draw(rng)
-        if wanted(data):
-            return data
-    raise RuntimeError(f"no workload for ex05 case {index} with seed {seed}")   # never seen
-
-
 def _requests(rng: random.Random, count: int, arrivals: int, prompt: tuple[int, int],
               new: tuple[int, int], block_size: int = 4, whole_blocks: bool = False) -> list[dict]:
     ids = sorted(rng.sample(range(1, 1000), count))
@@ -231,6 +222,9 @@ def _requests(rng: random.Random, count: int, arrivals: int, prompt: tuple[int, 
         requests.append({"seq_id": seq_id, "arrival": arrival, "max_new_tokens": rng.randint(*new),
                          "prompt": [rng.randrange(50) for _ in range(length)]})
     return requests
+
+
+_drawn = partial(drawn, "ex05")   # a case's workload, drawn from the seed
 
 
 def cases(seed: int) -> list[Case]:

@@ -12,9 +12,10 @@ invariant that broke (:func:`diagnose`). See notebooks/05b_chunked_prefill_and_l
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from .drivers import run_budget
-from .exercise import Case, Exercise, Mismatch, short
+from .exercise import Case, Exercise, Mismatch, drawn, short
 
 EXERCISE = Exercise(
     id="ex08", title="One step of chunked prefill: the token budget",
@@ -226,14 +227,7 @@ def _plan(budget: int, max_num_seqs: int, requests: list[dict]) -> dict:
     return {"max_num_batched_tokens": budget, "max_num_seqs": max_num_seqs, "requests": requests}
 
 
-def _drawn(seed: int, index: int, draw, wanted) -> dict:
-    """A workload from ``draw(rng)`` that shows what the case is about (``wanted``)."""
-    rng = random.Random(f"ex08:{seed}:{index}")
-    for _ in range(200):
-        data = draw(rng)
-        if wanted(data):
-            return data
-    raise RuntimeError(f"no workload for ex08 case {index} with seed {seed}")   # never seen
+_drawn = partial(drawn, "ex08")   # a case's workload, drawn from the seed
 
 
 def cases(seed: int) -> list[Case]:

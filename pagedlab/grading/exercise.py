@@ -11,6 +11,7 @@ graded run never uses seed 0.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
@@ -102,3 +103,14 @@ def root_error(error: BaseException) -> BaseException:
     while type(error).__name__ == "InterpreterError" and error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def drawn(exercise_id: str, seed: int, index: int, draw, wanted) -> dict:
+    """Case ``index``'s input for this run: ``draw(rng)`` from an rng of the exercise, the seed
+    and the case, again until ``wanted(data)`` says it shows what the case is about."""
+    rng = random.Random(f"{exercise_id}:{seed}:{index}")
+    for _ in range(200):
+        data = draw(rng)
+        if wanted(data):
+            return data
+    raise RuntimeError(f"no input for {exercise_id} case {index} with seed {seed}")   # never seen

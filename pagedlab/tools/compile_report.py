@@ -473,11 +473,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rerender(json_path: str | Path) -> str:
-    """The markdown of a report written before (``compile_table.json``), without compiling."""
-    return markdown(json.loads(Path(json_path).read_text()))
-
-
 def failures(report: dict) -> list[str]:
     return [f"{row['kernel']} on {row['arch']} ({row['dtype']}, {_fmt_constexprs(row)}): "
             f"{row['error']}" for row in report["rows"] if "error" in row]

@@ -369,7 +369,8 @@ def set_source(root: Path, setting: Setting) -> list[Path]:
     course_file = root / "pagedlab" / "tools" / "course.py"
     if course_file.is_file() and rewrite_setting(course_file, setting):
         changed.append(course_file)
-    light = light_dependencies(root) if (root / "pyproject.toml").is_file() else None
+    # read once for every notebook: this checkout's, else the one this module belongs to
+    light = light_dependencies(root if (root / "pyproject.toml").is_file() else None)
     for folder in NOTEBOOK_FOLDERS:
         for path in sorted((root / folder).glob("*.ipynb")):
             if rewrite_notebook(path, setting, light):

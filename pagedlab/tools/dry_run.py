@@ -131,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arch = "sm_75"
     if argv[:1] == ["--gpu"]:
-        arch, argv = argv[1], argv[2:]
+        arch, argv = (argv[1:2] or [""])[0], argv[2:]
+        if arch not in fake_gpu.GPUS:
+            print(f"--gpu takes one of {', '.join(fake_gpu.GPUS)}, got {arch!r}", file=sys.stderr)
+            return 2
     if not argv:
         print(__doc__)
         return 2
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    os.environ["PAGEDLAB_DRY_RUN"] = "1"
     fake_gpu.install(fake_gpu.GPUS[arch])
     _fake_cuda_tensors()
     _stub_timing_and_compiling()

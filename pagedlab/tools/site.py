@@ -248,6 +248,12 @@ def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | N
     if not Path(jupyter).exists():
         raise SiteError(f"{jupyter} not found: run `make site`, or "
                         "python -m pagedlab.tools.site install-tools --venv build/venv-site")
+    if pyodide and "://" not in str(pyodide) and not Path(pyodide).exists():  # before any work
+        raise SiteError(f"{pyodide} not found: pass the URL or path of "
+                        f"pyodide-{PYODIDE_VERSION}.tar.bz2, or its unpacked folder")
+    if pyodide and Path(pyodide).is_dir() and not (Path(pyodide) / "pyodide.mjs").exists():
+        raise SiteError(f"{pyodide} holds no pyodide.mjs: pass an unpacked Pyodide "
+                        f"{PYODIDE_VERSION} distribution (its folder 'pyodide')")
     lock = json.loads((fetch_pyodide(cache) / "pyodide-lock.json").read_text())
     output = Path(output).resolve()
     with tempfile.TemporaryDirectory() as scratch:
@@ -263,13 +269,7 @@ def build(output: Path, jupyter: Path, root: Path | None = None, cache: Path | N
         if output.exists():
             shutil.rmtree(output)
         bundle = ["--pyodide", str(pyodide)] if pyodide else []
-        if pyodide and "://" not in str(pyodide) and not Path(pyodide).exists():
-            raise SiteError(f"{pyodide} not found: pass the URL or path of "
-                            f"pyodide-{PYODIDE_VERSION}.tar.bz2, or its unpacked folder")
         if pyodide and Path(pyodide).is_dir():   # jupyter lite build serves lite/static/pyodide
-            if not (Path(pyodide) / "pyodide.mjs").exists():
-                raise SiteError(f"{pyodide} holds no pyodide.mjs: pass an unpacked Pyodide "
-                                f"{PYODIDE_VERSION} distribution (its folder 'pyodide')")
             shutil.copytree(pyodide, lite / "static" / "pyodide")
             bundle = []
         _run([str(Path(jupyter).absolute()), "lite", "build", "--lite-dir", str(lite), "--contents",

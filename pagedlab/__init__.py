@@ -59,7 +59,7 @@ __all__ = [
 
 
 # names in _LAZY that are modules, not members
-_MODULES = {"workloads", "widgets", "backend", "break_it", "needs"}
+_MODULES = {name for name, module in _LAZY.items() if module is None} | {"workloads"}
 
 
 def __getattr__(name: str):

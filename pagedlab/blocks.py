@@ -267,7 +267,7 @@ class BlockManager:
         """
         self._require_live(seq, "extend")
         self._check_num_tokens(seq, num_tokens)
-        need = max(0, -(-num_tokens // self.block_size) - len(seq.block_table))
+        need = self.blocks_to_extend(seq, num_tokens)
         if need > self.num_free_blocks:
             raise OutOfBlocks(f"sequence {seq.seq_id} needs {need} more blocks, "
                               f"{self.num_free_blocks} free (block_size={self.block_size}): "
@@ -277,6 +277,11 @@ class BlockManager:
         if self.enable_prefix_caching:
             self._cache_computed_blocks(seq, seq.num_computed_tokens)
         return need
+
+    def blocks_to_extend(self, seq: Sequence, num_tokens: int) -> int:
+        """New blocks extend(seq, num_tokens) would take: those its table lacks for the first
+        ``num_tokens`` positions."""
+        return max(0, -(-num_tokens // self.block_size) - len(seq.block_table))
 
     def _take_block(self) -> int:
         """A block with no reference: a never-used one first, else evict the LRU cached one."""

@@ -166,18 +166,24 @@ def activation_bytes(model, max_num_batched_tokens: int, max_num_seqs: int,
     return forward + logits
 
 
-def kv_cache_bytes(gpu_memory_bytes: int, gpu_memory_utilization: float, weights_bytes: int,
-                   activations_bytes: int) -> int:
-    """What is left for the KV cache: utilization x memory - weights - activations (can be
-    negative: then nothing is left and vLLM refuses to start)."""
+def budget_bytes(gpu_memory_bytes: int, gpu_memory_utilization: float) -> int:
+    """The memory vLLM may use: utilization x memory, rounded up (math.ceil in
+    vllm/v1/worker/utils.py, request_memory)."""
     check_int("gpu_memory_bytes", gpu_memory_bytes, 1)
     fraction = check_fraction("gpu_memory_utilization", gpu_memory_utilization)
     if fraction == 0:
         raise InvalidConfig("gpu_memory_utilization must be > 0, got 0")
+    return math.ceil(gpu_memory_bytes * fraction)
+
+
+def kv_cache_bytes(gpu_memory_bytes: int, gpu_memory_utilization: float, weights_bytes: int,
+                   activations_bytes: int) -> int:
+    """What is left for the KV cache: utilization x memory - weights - activations (can be
+    negative: then nothing is left and vLLM refuses to start)."""
+    budget = budget_bytes(gpu_memory_bytes, gpu_memory_utilization)
     check_int("weights_bytes", weights_bytes, 0)
     check_int("activations_bytes", activations_bytes, 0)
-    # vLLM rounds the budget up (math.ceil in vllm/v1/worker/utils.py, request_memory).
-    return math.ceil(gpu_memory_bytes * fraction) - weights_bytes - activations_bytes
+    return budget - weights_bytes - activations_bytes
 
 
 def num_kv_blocks(kv_cache_bytes: int, kv_bytes_per_token: int, block_size: int = 16) -> int:
@@ -257,6 +263,6 @@ def plan(model, gpu, *, gpu_memory_utilization: float = 0.92, kv_cache_dtype: st
     per_token = kv_bytes_per_token(shape, kv_cache_dtype)
     blocks = num_kv_blocks(max(left, 0), per_token, block_size)
     return Capacity(shape, card, float(gpu_memory_utilization), kv_cache_dtype, block_size,
-                    tokens, math.ceil(card.memory_bytes * gpu_memory_utilization), weights,
+                    tokens, budget_bytes(card.memory_bytes, gpu_memory_utilization), weights,
                     activations, left, per_token, blocks,
                     max_concurrency(blocks, tokens, block_size), seqs)

@@ -39,10 +39,6 @@ class PrefillScheduling:
             budget -= chunks[-1]
         return chunks if sum(chunks) else None
 
-    def _blocks_to_cover(self, seq, end: int) -> int:
-        """New blocks seq's table needs to hold positions up to ``end``."""
-        return max(0, -(-end // self.block_manager.block_size) - len(seq.block_table))
-
     def _schedule_partial_prefills(self, out: SchedulerOutput,
                                    plan: StepPlan) -> list[SequenceGroup]:
         """The next chunk of each running request part-way through its prompt, oldest first.
@@ -54,7 +50,7 @@ class PrefillScheduling:
             if chunks is None:
                 break
             ends = [seq.num_computed_tokens + n for seq, n in zip(group.seqs, chunks)]
-            blocks = sum(self._blocks_to_cover(seq, end) for seq, end in zip(group.seqs, ends))
+            blocks = sum(bm.blocks_to_extend(seq, end) for seq, end in zip(group.seqs, ends))
             completes = all(end == len(seq.token_ids) for seq, end in zip(group.seqs, ends))
             grow = self._blocks_to_grow(group) if completes else 0
             room = bm.num_free_blocks - plan.reserved
@@ -62,7 +58,7 @@ class PrefillScheduling:
                 seq = group.seqs[0]
                 ends = [min(ends[0], len(seq.token_ids) - 1,
                             (len(seq.block_table) + room) * size)]
-                blocks, completes, grow = self._blocks_to_cover(seq, ends[0]), False, 0
+                blocks, completes, grow = bm.blocks_to_extend(seq, ends[0]), False, 0
                 chunks = [ends[0] - seq.num_computed_tokens]
                 if chunks[0] <= 0 or not self.enable_chunked_prefill:
                     break

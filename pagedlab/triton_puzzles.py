@@ -22,33 +22,9 @@ from dataclasses import dataclass
 import pagedlab.backend  # first: it sets TRITON_INTERPRET before @triton.jit below runs
 import torch
 
-LOG2_E = 1.4426950408889634  # exp(x) == exp2(x * log2(e)); exp2 is the GPU's native instruction
+from .triton_compat import tl, triton  # stand-ins where Triton is missing (macOS, Windows)
 
-
-class _StandIn:
-    """Where Triton is missing: ``@triton.jit`` keeps the function, ``tl.anything`` exists."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def jit(self, fn=None, **_options):
-        return fn if fn is not None else (lambda f: f)
-
-    def __getattr__(self, name: str):
-        return _StandIn(f"{self._name}.{name}")
-
-    def __repr__(self) -> str:
-        return f"<stand-in for {self._name}: Triton is not installed>"
-
-
-try:
-    import triton
-    import triton.language as tl
-
-    HAVE_TRITON = pagedlab.backend.triton_status()["available"]
-except ImportError:  # macOS, Windows
-    triton, tl = _StandIn("triton"), _StandIn("triton.language")
-    HAVE_TRITON = False
+HAVE_TRITON = pagedlab.backend.triton_status()["available"]
 
 
 @dataclass

@@ -10,7 +10,6 @@ See notebooks/03b_how_many_requests_fit.ipynb.
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import replace
 
@@ -90,8 +89,9 @@ def _kv_cause(args, got) -> str:
 
 
 def _blocks_cause(args, got) -> str:
+    from .. import capacity as cap
     memory, utilization, weights, activations, per_token, block_size = args
-    budget = math.ceil(memory * utilization)
+    budget = cap.budget_bytes(memory, utilization)
     if _is_number(got) and got < 0:
         return ("A negative count: when weights and activations take more than the budget, "
                 "no block is left (0), and vLLM refuses to start.")
@@ -116,8 +116,9 @@ def _blocks_cause(args, got) -> str:
 
 
 def _concurrency_cause(args, got) -> str:
+    from .. import capacity as cap
     num_blocks, tokens, block_size = args
-    blocks = -(-tokens // block_size)
+    blocks = cap.blocks_per_request(tokens, block_size)
     if _is_number(got) and abs(got - num_blocks * block_size / tokens) <= 1e-6 * max(1, got):
         return ("Each request holds whole blocks: its last block is its own even when partly "
                 "filled, so count blocks per request, not tokens.")
@@ -171,7 +172,7 @@ def _memory_calls(rng: random.Random, count: int, fits: bool | None) -> list:
         activations = cap.activation_bytes(model, rng.choice([2048, 8192, 16384]),
                                            rng.choice([64, 256, 1024]))
         per_token = cap.kv_bytes_per_token(model, rng.choice(["auto", "fp8"]))
-        left = math.ceil(memory * utilization) - weights - activations
+        left = cap.kv_cache_bytes(memory, utilization, weights, activations)
         if fits is None or (left > 0) == fits:
             calls.append(["num_kv_blocks", [memory, utilization, weights, activations, per_token,
                                             rng.choice([8, 16, 32])]])

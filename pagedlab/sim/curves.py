@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from ..blocks import BlockManager
+from ..errors import check_choice
 from .contiguous import ContiguousAllocator
 from .latency import StepCost
 from .simulator import simulate
@@ -79,11 +80,9 @@ class LatencyCurves:
 
 def memory_for(system: str, pool_tokens: int = POOL_TOKENS, block_size: int = 16):
     """A fresh memory manager for one of :data:`SYSTEMS`, over ``pool_tokens`` slots."""
-    if system in _ORCA:
+    if check_choice("system", system, SYSTEMS) in _ORCA:
         return ContiguousAllocator(pool_tokens, _ORCA[system])
-    if system in ("paged", "paged, chunked"):
-        return BlockManager(pool_tokens // block_size, block_size)
-    raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
+    return BlockManager(pool_tokens // block_size, block_size)
 
 
 def serve(system: str, rate: float, num_requests: int = 300, *, pool_tokens: int = POOL_TOKENS,
